@@ -1,0 +1,338 @@
+r"""One layer, one direction of an LSTM, with backpropagation through time written out.
+
+Notation and gate order follow ``torch.nn.LSTM``. For time step ``t`` (rows are
+sequences, ``G = 4H``; ``P = H`` when there is no projection)::
+
+    z_t = x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh          (B, G) = [z_i | z_f | z_g | z_o]
+    i_t = sigmoid(z_i)    f_t = sigmoid(z_f)    g_t = tanh(z_g)    o_t = sigmoid(z_o)
+    c_t = f_t * c_{t-1} + i_t * g_t                           (B, H)
+    m_t = o_t * tanh(c_t)                                     (B, H)
+    h_t = m_t W_hr^T   with a projection,   h_t = m_t  without (B, P)
+
+The backward pass runs the same steps in reverse order. With ``dh_t`` the total
+gradient reaching ``h_t`` (from the output ``y_t = h_t`` and from step ``t+1``)
+and ``dc_t`` the gradient carried into the cell from step ``t+1``::
+
+    dm_t   = dh_t W_hr           (projection)       dm_t = dh_t  (none)
+    dc_t  += dm_t * o_t * (1 - tanh(c_t)^2)
+    dz_o   = dm_t * tanh(c_t) * o_t (1 - o_t)        d_sigmoid(s) = s (1 - s)
+    dz_i   = dc_t * g_t * i_t (1 - i_t)
+    dz_f   = dc_t * c_{t-1} * f_t (1 - f_t)
+    dz_g   = dc_t * i_t * (1 - g_t^2)                d_tanh(u)    = 1 - u^2
+    dc_{t-1} = dc_t * f_t                  (carried to step t-1)
+    dh_{t-1} += dz_t W_hh                  (carried to step t-1)
+
+Once the loop is done, every weight gradient is one matrix product over all
+steps (``Z``, ``X``, ``H_prev``, ``M`` stack the rows of every step)::
+
+    dX = dZ W_ih        dW_ih = dZ^T X        dW_hh = dZ^T H_prev
+    db_ih = db_hh = sum of the rows of dZ     dW_hr = dH^T M
+
+and ``dh_0``, ``dc_0`` are what the loop carries out of the first step.
+
+Sequences of different lengths use the packed layout of
+``torch.nn.utils.rnn.PackedSequence``: ``x`` is ``(N, I)``, the rows of step
+``t`` are ``batch_sizes[t]`` consecutive rows, and ``batch_sizes`` never grows.
+A step computes only the sequences still running. In reverse, each sequence
+starts at its own last element, so the running set grows instead of shrinking.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+# --------------------------------------------------------------------------
+# Derivative helpers, written in terms of the activation's output.
+
+
+def d_sigmoid(s: Tensor) -> Tensor:
+    """Derivative of sigmoid at the point where it returned ``s``."""
+    return s * (1 - s)
+
+
+def d_tanh(u: Tensor) -> Tensor:
+    """Derivative of tanh at the point where it returned ``u``."""
+    return 1 - u * u
+
+
+# --------------------------------------------------------------------------
+# The packed layout.
+
+
+class Steps(NamedTuple):
+    """Row ranges of the time steps, in the order the forward loop visits them."""
+
+    order: tuple  # step indices, forward loop order
+    offsets: tuple  # first row of each step (indexed by step)
+    sizes: tuple  # rows of each step (indexed by step)
+
+
+def make_steps(batch_sizes: Sequence[int], reverse: bool) -> Steps:
+    sizes = tuple(int(b) for b in batch_sizes)
+    offsets, start = [], 0
+    for b in sizes:
+        offsets.append(start)
+        start += b
+    order = tuple(range(len(sizes) - 1, -1, -1)) if reverse else tuple(range(len(sizes)))
+    return Steps(order, tuple(offsets), sizes)
+
+
+def previous_rows(batch_sizes: Sequence[int], reverse: bool, device) -> Tensor:
+    """Index of the row holding each row's previous state, in ``cat([Y, init])``.
+
+    Row ``r`` of step ``t`` follows row ``r`` of the step the loop visited just
+    before (``t - 1``, or ``t + 1`` in reverse) when that step ran the sequence,
+    else it starts from the initial state, row ``N + r``.
+    """
+    bs = torch.tensor(batch_sizes, dtype=torch.long, device=device)  # (T,)
+    T, N = bs.numel(), int(bs.sum())
+    offsets = torch.cumsum(bs, 0) - bs  # (T,)
+    step = torch.repeat_interleave(torch.arange(T, device=device), bs)  # (N,)
+    row = torch.arange(N, device=device) - offsets[step]  # (N,)
+    prev = step + 1 if reverse else step - 1  # (N,)
+    inside = (prev >= 0) & (prev < T)
+    prev = prev.clamp(0, T - 1)
+    ran = inside & (row < bs[prev])
+    return torch.where(ran, offsets[prev] + row, N + row)  # (N,)
+
+
+def _resize(state: Tensor, n: int, init: Tensor, finished: list) -> Tensor:
+    """Fit the running state to the ``n`` sequences of the next step.
+
+    Rows that stop running are kept aside in ``finished``; rows that start
+    running are taken from ``init``.
+    """
+    m = state.shape[0]
+    if n > m:
+        return torch.cat([state, init[m:n]])
+    if n < m:
+        finished.append(state[n:])
+        return state[:n]
+    return state
+
+
+def _final(state: Tensor, finished: list) -> Tensor:
+    """The state of every sequence, in row order, once the loop is done."""
+    if not finished:
+        return state
+    return torch.cat([state] + finished[::-1])
+
+
+# --------------------------------------------------------------------------
+# The reference time loops, in plain differentiable PyTorch.
+
+
+def forward_loop(xw, h0, c0, w_hh, w_hr, batch_sizes, reverse):
+    """Run the recurrence over precomputed input projections.
+
+    Args:
+        xw: ``x W_ih^T + b_ih + b_hh`` for every row, (N, G).
+        h0, c0: initial states, (B, P) and (B, H).
+        w_hh: (G, P). w_hr: (P, H) or None.
+        batch_sizes: rows of each step, non-increasing.
+        reverse: run the steps from last to first.
+
+    Returns:
+        ``(y, gates, cs, h_n, c_n)``: outputs (N, P), activated gates ``i|f|g|o``
+        (N, G), cell states (N, H), final states (B, P) and (B, H).
+    """
+    H = c0.shape[-1]
+    steps = make_steps(batch_sizes, reverse)
+    w_hh_t = w_hh.t()  # (P, G)
+    w_hr_t = None if w_hr is None else w_hr.t()  # (H, P)
+    first = steps.order[0]
+    h, c = h0[: steps.sizes[first]], c0[: steps.sizes[first]]  # (b, P), (b, H)
+    h_done, c_done = [], []
+    ys, gates, cs = [None] * len(steps.sizes), [None] * len(steps.sizes), [None] * len(steps.sizes)
+    for t in steps.order:
+        lo, b = steps.offsets[t], steps.sizes[t]
+        h, c = _resize(h, b, h0, h_done), _resize(c, b, c0, c_done)
+        z = torch.addmm(xw[lo : lo + b], h, w_hh_t)  # (b, G)
+        i_f = torch.sigmoid(z[:, : 2 * H])  # (b, 2H)
+        g = torch.tanh(z[:, 2 * H : 3 * H])  # (b, H)
+        o = torch.sigmoid(z[:, 3 * H :])  # (b, H)
+        c = torch.addcmul(i_f[:, H:] * c, i_f[:, :H], g)  # (b, H)
+        m = o * torch.tanh(c)  # (b, H)
+        h = m if w_hr_t is None else m.mm(w_hr_t)  # (b, P)
+        ys[t], cs[t] = h, c
+        gates[t] = torch.cat([i_f, g, o], 1)  # (b, G)
+    y, gates, cs = torch.cat(ys), torch.cat(gates), torch.cat(cs)  # (N, P), (N, G), (N, H)
+    return y, gates, cs, _final(h, h_done), _final(c, c_done)
+
+
+def backward_loop(d_y, d_hn, d_cn, gates, cs, c0, w_hh, w_hr, batch_sizes, reverse):
+    """Backpropagate through the recurrence, from the last step visited to the first.
+
+    Returns:
+        ``(d_z, d_h, d_h0, d_c0)``: pre-activation gradients (N, G), the total
+        gradient reaching each output ``h_t`` (N, P; only with a projection,
+        else None), and the gradients of the initial states (B, P), (B, H).
+    """
+    H = cs.shape[-1]
+    steps = make_steps(batch_sizes, reverse)
+    i, f, g, o = gates.split(H, 1)  # 4 x (N, H)
+    prev = previous_rows(batch_sizes, reverse, cs.device)  # (N,)
+    c_prev = torch.cat([cs, c0]).index_select(0, prev)  # (N, H)
+    tanh_c = torch.tanh(cs)  # (N, H)
+    # Factors of each step that do not depend on the carried gradients.
+    dc_dm = o * d_tanh(tanh_c)  # (N, H)
+    dz_o_dm = tanh_c * d_sigmoid(o)  # (N, H)
+    dz_ifg_dc = torch.stack([g * d_sigmoid(i), c_prev * d_sigmoid(f), i * d_tanh(g)], 1)  # (N, 3, H)
+    T = len(steps.sizes)
+    d_zs, d_hs = [None] * T, [None] * T
+    last = steps.order[-1]
+    dh, dc = d_hn[: steps.sizes[last]], d_cn[: steps.sizes[last]]  # (b, P), (b, H)
+    dh_done, dc_done = [], []
+    for t in reversed(steps.order):
+        lo, b = steps.offsets[t], steps.sizes[t]
+        rows = slice(lo, lo + b)
+        dh, dc = _resize(dh, b, d_hn, dh_done), _resize(dc, b, d_cn, dc_done)
+        dh = d_y[rows] + dh  # (b, P)
+        dm = dh if w_hr is None else dh.mm(w_hr)  # (b, H)
+        dc = torch.addcmul(dc, dm, dc_dm[rows])  # (b, H)
+        dz_ifg = dc.unsqueeze(1) * dz_ifg_dc[rows]  # (b, 3, H)
+        d_z = torch.cat([dz_ifg.flatten(1), dm * dz_o_dm[rows]], 1)  # (b, G)
+        d_zs[t], d_hs[t] = d_z, dh
+        dc = dc * f[rows]  # (b, H)
+        dh = d_z.mm(w_hh)  # (b, P)
+    d_z = torch.cat(d_zs)  # (N, G)
+    d_h = None if w_hr is None else torch.cat(d_hs)  # (N, P)
+    return d_z, d_h, _final(dh, dh_done), _final(dc, dc_done)
+
+
+class Loops(NamedTuple):
+    forward: Callable
+    backward: Callable
+
+
+# Implementations of the two time loops, by backend name. Every entry takes the
+# same arguments and returns the same results as the Python reference.
+BACKENDS = {"python": Loops(forward_loop, backward_loop)}
+
+
+def _uses_functorch(*tensors) -> bool:
+    """Whether any tensor is wrapped by a torch.func transform (vmap, grad, ...)."""
+    return any(t is not None and torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors)
+
+
+# --------------------------------------------------------------------------
+# The autograd Function.
+
+
+class LSTMFunction(torch.autograd.Function):
+    """One LSTM layer in one direction over a whole sequence; see the module docstring.
+
+    ``apply(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse, backend)``
+
+    Args:
+        x: input, (T, B, I) when ``batch_sizes`` is None, else packed rows (N, I).
+        h0: (B, P). c0: (B, H).
+        w_ih: (G, I). w_hh: (G, P). b_ih, b_hh: (G,) or None. w_hr: (P, H) or None.
+        batch_sizes: None, or the rows of each step (non-increasing ints).
+        reverse: run from the last step to the first (each sequence from its own end).
+        backend: name of the time-loop implementation in ``BACKENDS``.
+
+    Returns ``(y, h_n, c_n, gates, cs)``: the output ((T, B, P) or (N, P)), the
+    final states, and the two saved intermediates, which are not
+    differentiable outputs. Use :func:`lstm_layer` for the first three alone.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse, backend):
+        rows = x if batch_sizes is not None else x.flatten(0, 1)  # (N, I)
+        sizes = batch_sizes if batch_sizes is not None else (x.shape[1],) * x.shape[0]
+        bias = b_ih if b_hh is None else (b_hh if b_ih is None else b_ih + b_hh)  # (G,) or None
+        xw = rows.mm(w_ih.t()) if bias is None else torch.addmm(bias, rows, w_ih.t())  # (N, G)
+        loops = BACKENDS["python"] if _uses_functorch(x, h0, c0, w_ih, w_hh, w_hr) else BACKENDS[backend]
+        y, gates, cs, h_n, c_n = loops.forward(xw, h0, c0, w_hh, w_hr, sizes, reverse)
+        if batch_sizes is None:
+            y = y.view(x.shape[0], x.shape[1], -1)  # (T, B, P)
+        return y, h_n, c_n, gates, cs
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse, backend = inputs
+        y, _, _, gates, cs = output
+        ctx.mark_non_differentiable(gates, cs)
+        ctx.save_for_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, y, gates, cs)
+        ctx.batch_sizes, ctx.reverse, ctx.backend = batch_sizes, reverse, backend
+
+    @staticmethod
+    def backward(ctx, d_y, d_hn, d_cn, _d_gates, _d_cs):
+        x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, y, gates, cs = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        padded = ctx.batch_sizes is None
+        rows = x.flatten(0, 1) if padded else x  # (N, I)
+        sizes = (x.shape[1],) * x.shape[0] if padded else ctx.batch_sizes
+        y = y.flatten(0, 1) if padded else y  # (N, P)
+        d_y = d_y.flatten(0, 1) if padded else d_y  # (N, P)
+        loops = BACKENDS[ctx.backend]
+        if torch.is_grad_enabled():
+            # Double backward: recompute the intermediates with autograd watching,
+            # so that the hand-derived backward below is itself differentiable.
+            bias = b_ih if b_hh is None else (b_hh if b_ih is None else b_ih + b_hh)
+            xw = rows.mm(w_ih.t()) if bias is None else torch.addmm(bias, rows, w_ih.t())  # (N, G)
+            y, gates, cs, _, _ = forward_loop(xw, h0, c0, w_hh, w_hr, sizes, ctx.reverse)
+            loops = BACKENDS["python"]
+        elif _uses_functorch(d_y, x, h0, w_ih, w_hh, w_hr, gates):
+            loops = BACKENDS["python"]
+
+        d_z, d_h, d_h0, d_c0 = loops.backward(d_y, d_hn, d_cn, gates, cs, c0, w_hh, w_hr, sizes, ctx.reverse)
+
+        d_x = d_w_ih = d_w_hh = d_b_ih = d_b_hh = d_w_hr = None
+        if need[0]:
+            d_x = d_z.mm(w_ih)  # (N, I)
+            d_x = d_x.view_as(x) if padded else d_x
+        if need[3]:
+            d_w_ih = d_z.t().mm(rows)  # (G, I)
+        if need[4]:
+            prev = previous_rows(sizes, ctx.reverse, y.device)  # (N,)
+            h_prev = torch.cat([y, h0]).index_select(0, prev)  # (N, P)
+            d_w_hh = d_z.t().mm(h_prev)  # (G, P)
+        if need[5] or need[6]:
+            d_b = d_z.sum(0)  # (G,)
+            d_b_ih = d_b if need[5] else None
+            d_b_hh = (d_b.clone() if need[5] else d_b) if need[6] else None
+        if need[7]:
+            H = cs.shape[-1]
+            m = gates[:, 3 * H :] * torch.tanh(cs)  # (N, H)
+            d_w_hr = d_h.t().mm(m)  # (P, H)
+        return (
+            d_x,
+            d_h0 if need[1] else None,
+            d_c0 if need[2] else None,
+            d_w_ih,
+            d_w_hh,
+            d_b_ih,
+            d_b_hh,
+            d_w_hr,
+            None,
+            None,
+            None,
+        )
+
+
+def lstm_layer(
+    x: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    w_ih: Tensor,
+    w_hh: Tensor,
+    b_ih: Optional[Tensor] = None,
+    b_hh: Optional[Tensor] = None,
+    w_hr: Optional[Tensor] = None,
+    batch_sizes: Optional[Sequence[int]] = None,
+    reverse: bool = False,
+    backend: str = "python",
+):
+    """Run :class:`LSTMFunction` and return ``(y, h_n, c_n)``."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {sorted(BACKENDS)}, got {backend!r}")
+    sizes = None if batch_sizes is None else tuple(int(b) for b in batch_sizes)
+    y, h_n, c_n, _, _ = LSTMFunction.apply(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, sizes, bool(reverse), backend)
+    return y, h_n, c_n

@@ -1,0 +1,304 @@
+"""``LSTM``: a drop-in replacement for ``torch.nn.LSTM`` built on :class:`LSTMFunction`."""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence
+
+from .functional import BACKENDS, lstm_layer
+
+BACKEND_CHOICES = ("auto", "python", "native")
+
+
+def resolve_backend(backend: str, x: Tensor) -> str:
+    """The time-loop implementation that runs ``x``: ``auto`` takes the native
+    loops where they are built and support the device and dtype."""
+    if backend not in BACKEND_CHOICES:
+        raise ValueError(f"backend must be one of {BACKEND_CHOICES}, got {backend!r}")
+    if backend == "python":
+        return backend
+    from .native import native_supports  # imported late: it may compile on first use
+
+    if native_supports(x):
+        return "native"
+    if backend == "native":
+        raise RuntimeError(
+            f"backend='native' runs float32 and float64 tensors on the CPU when the native "
+            f"extension is built; got a {x.dtype} tensor on {x.device}"
+            + ("" if "native" in BACKENDS else " and the extension is not available")
+            + ". Use backend='auto' or 'python'."
+        )
+    return "python"
+
+
+class LSTM(nn.Module):
+    r"""Multi-layer LSTM with the interface of ``torch.nn.LSTM``.
+
+    The constructor, parameter names and shapes, ``state_dict``, inputs and
+    outputs are those of ``torch.nn.LSTM``; each layer and direction runs
+    :class:`~torch_lstm_manual.functional.LSTMFunction`, whose backward pass is
+    the hand-derived backpropagation through time.
+
+    Args:
+        input_size: features of the input ``x``.
+        hidden_size: features of the cell state ``c`` (and of ``h`` without projection).
+        num_layers: stacked recurrent layers.
+        bias: use ``b_ih`` and ``b_hh``.
+        batch_first: inputs and outputs are ``(B, T, *)`` instead of ``(T, B, *)``.
+        dropout: dropout on the outputs of every layer but the last, in training mode.
+        bidirectional: add a reverse direction to every layer.
+        proj_size: size of the projection of ``h`` (0: none).
+        device, dtype: of the parameters.
+        backend: time-loop implementation: ``"auto"`` (native where built and
+            supported, else Python), ``"python"`` or ``"native"``.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        device=None,
+        dtype=None,
+        *,
+        backend: str = "auto",
+    ) -> None:
+        super().__init__()
+        if not isinstance(dropout, numbers.Number) or isinstance(dropout, bool) or not 0 <= dropout <= 1:
+            raise ValueError(
+                "dropout should be a number in range [0, 1] representing the probability "
+                f"of an element being zeroed, got {dropout!r}"
+            )
+        if dropout > 0 and num_layers == 1:
+            warnings.warn(
+                "dropout option adds dropout after all but last recurrent layer, so non-zero "
+                f"dropout expects num_layers greater than 1, but got dropout={dropout} and "
+                f"num_layers={num_layers}",
+                stacklevel=2,
+            )
+        for name, value in (("bias", bias), ("batch_first", batch_first), ("bidirectional", bidirectional)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{name} should be of type bool, got: {type(value).__name__}")
+        for name, value, smallest in (
+            ("input_size", input_size, 1),
+            ("hidden_size", hidden_size, 1),
+            ("num_layers", num_layers, 1),
+            ("proj_size", proj_size, 0),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"{name} should be of type int, got: {type(value).__name__}")
+            if value < smallest:
+                what = "greater than zero" if smallest else "a positive integer or zero to disable projections"
+                raise ValueError(f"{name} must be {what}, got {value}")
+        if proj_size >= hidden_size:
+            raise ValueError(f"proj_size has to be smaller than hidden_size, got proj_size={proj_size} >= hidden_size={hidden_size}")
+        if backend not in BACKEND_CHOICES:
+            raise ValueError(f"backend must be one of {BACKEND_CHOICES}, got {backend!r}")
+
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
+        self.bidirectional, self.proj_size, self.backend = bidirectional, proj_size, backend
+        factory = {"device": device, "dtype": dtype}
+        H, P, D = hidden_size, proj_size or hidden_size, 2 if bidirectional else 1
+        self._layer_names = []  # per (layer, direction): names of w_ih, w_hh, b_ih, b_hh, w_hr
+        for layer in range(num_layers):
+            layer_input = input_size if layer == 0 else P * D
+            for direction in range(D):
+                suffix = f"_l{layer}" + ("_reverse" if direction else "")
+                shapes = {"weight_ih": (4 * H, layer_input), "weight_hh": (4 * H, P)}
+                if bias:
+                    shapes.update(bias_ih=(4 * H,), bias_hh=(4 * H,))
+                if proj_size:
+                    shapes["weight_hr"] = (P, H)
+                for kind, shape in shapes.items():
+                    self.register_parameter(kind + suffix, nn.Parameter(torch.empty(shape, **factory)))
+                self._layer_names.append(
+                    tuple(kind + suffix if kind in shapes else None for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr"))
+                )
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Every weight and bias from U(-1/sqrt(H), 1/sqrt(H)), as ``torch.nn.LSTM``."""
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for weight in self.parameters():
+            nn.init.uniform_(weight, -bound, bound)
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        defaults = {"proj_size": 0, "num_layers": 1, "bias": True, "batch_first": False, "dropout": 0.0, "bidirectional": False, "backend": "auto"}
+        for name, default in defaults.items():
+            if getattr(self, name) != default:
+                s += f", {name}={getattr(self, name)!r}"
+        return s
+
+    @property
+    def all_weights(self):
+        """Parameters per layer and direction, in ``torch.nn.LSTM``'s order."""
+        return [[getattr(self, n) for n in names if n is not None] for names in self._layer_names]
+
+    # ------------------------------------------------------------------
+    # Conversions
+
+    @classmethod
+    def from_torch(cls, lstm: nn.LSTM, *, backend: str = "auto") -> "LSTM":
+        """An ``LSTM`` holding the same Parameter objects as ``lstm`` (so an optimizer
+        built on them keeps working), on its device, with its dtype and mode."""
+        if not isinstance(lstm, nn.LSTM):
+            raise TypeError(f"from_torch expects a torch.nn.LSTM, got {type(lstm).__name__}")
+        weight = lstm.weight_ih_l0
+        new = cls(
+            lstm.input_size, lstm.hidden_size, lstm.num_layers, lstm.bias, lstm.batch_first,
+            lstm.dropout, lstm.bidirectional, lstm.proj_size, device="meta", dtype=weight.dtype, backend=backend,
+        )
+        for name, param in lstm.named_parameters(recurse=False):
+            setattr(new, name, param)
+        return new.train(lstm.training)
+
+    def to_torch(self) -> nn.LSTM:
+        """A ``torch.nn.LSTM`` holding the same Parameter objects, device, dtype and mode."""
+        weight = self.weight_ih_l0
+        lstm = nn.LSTM(
+            self.input_size, self.hidden_size, self.num_layers, self.bias, self.batch_first,
+            self.dropout, self.bidirectional, self.proj_size, device="meta", dtype=weight.dtype,
+        )
+        for name, param in self.named_parameters(recurse=False):
+            setattr(lstm, name, param)
+        lstm._init_flat_weights()
+        return lstm.train(self.training)
+
+    # ------------------------------------------------------------------
+    # Forward
+
+    def _check_hx(self, hx, batched: bool, batch: int, x: Tensor):
+        D = 2 if self.bidirectional else 1
+        if not isinstance(hx, (tuple, list)) or len(hx) != 2 or not all(isinstance(t, Tensor) for t in hx):
+            raise TypeError(f"hx must be a tuple (h_0, c_0) of two tensors, got {type(hx).__name__}")
+        h0, c0 = hx
+        want = 3 if batched else 2
+        if h0.dim() != want or c0.dim() != want:
+            kind = "batched 3-D" if batched else "unbatched 2-D"
+            raise RuntimeError(
+                f"For {kind} input, hx and cx should also be {want}-D but got ({h0.dim()}-D, {c0.dim()}-D) tensors"
+            )
+        if not batched:
+            h0, c0 = h0.unsqueeze(1), c0.unsqueeze(1)
+        for i, (t, size) in enumerate(((h0, self.proj_size or self.hidden_size), (c0, self.hidden_size))):
+            expected = (self.num_layers * D, batch, size)
+            if tuple(t.shape) != expected:
+                raise RuntimeError(f"Expected hidden[{i}] size {expected}, got {list(t.shape)}")
+            if t.dtype != x.dtype and not torch.is_autocast_enabled(x.device.type):
+                raise RuntimeError(f"hx[{i}] dtype must match the input dtype {x.dtype}, got {t.dtype}")
+            if t.device != x.device:
+                raise RuntimeError(f"hx[{i}] must be on the input's device {x.device}, got {t.device}")
+        return h0, c0
+
+    def _check_input(self, x: Tensor, packed: bool) -> None:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"input must be a Tensor or a PackedSequence, got {type(x).__name__}")
+        weight = self.weight_ih_l0
+        if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
+            raise ValueError(
+                f"RNN input dtype ({x.dtype}) does not match weight dtype ({weight.dtype}). "
+                f"Convert input: input.to({weight.dtype}), or convert model: model.to({x.dtype})"
+            )
+        want = 2 if packed else 3
+        if x.dim() != want:
+            raise RuntimeError(f"input must have {want} dimensions, got {x.dim()}")
+        if x.size(-1) != self.input_size:
+            raise RuntimeError(
+                f"input.size(-1) must be equal to input_size. Expected {self.input_size}, got {x.size(-1)}"
+            )
+        if x.device != weight.device:
+            raise RuntimeError(f"input must be on the parameters' device {weight.device}, got {x.device}")
+
+    def forward(self, input, hx: Optional[Tuple[Tensor, Tensor]] = None):
+        packed = isinstance(input, PackedSequence)
+        D, H, P = (2 if self.bidirectional else 1), self.hidden_size, self.proj_size or self.hidden_size
+        if packed:
+            x, batch_sizes, sorted_indices, unsorted_indices = input
+            self._check_input(x, packed=True)
+            sizes = tuple(batch_sizes.tolist())
+            batch, batched = sizes[0], True
+        else:
+            if not isinstance(input, Tensor):
+                raise TypeError(f"input must be a Tensor or a PackedSequence, got {type(input).__name__}")
+            if input.dim() not in (2, 3):
+                raise ValueError(f"LSTM: Expected input to be 2D or 3D, got {input.dim()}D instead")
+            batched = input.dim() == 3
+            x = input if batched else input.unsqueeze(1 if not self.batch_first else 0)
+            self._check_input(x, packed=False)
+            if self.batch_first:
+                x = x.transpose(0, 1)  # (T, B, I)
+            sizes, sorted_indices, unsorted_indices = None, None, None
+            batch = x.shape[1]
+
+        if hx is None:
+            zeros = {"dtype": x.dtype, "device": x.device}
+            h0 = torch.zeros(self.num_layers * D, batch, P, **zeros)
+            c0 = torch.zeros(self.num_layers * D, batch, H, **zeros)
+        else:
+            h0, c0 = self._check_hx(hx, batched, batch, x)
+            if sorted_indices is not None:
+                h0, c0 = h0.index_select(1, sorted_indices), c0.index_select(1, sorted_indices)
+
+        weights = [[getattr(self, n) if n is not None else None for n in names] for names in self._layer_names]
+        device_type = x.device.type
+        if torch.is_autocast_enabled(device_type):
+            # Run in the autocast dtype, as torch.nn.LSTM does.
+            dtype = torch.get_autocast_dtype(device_type)
+            x, h0, c0 = x.to(dtype), h0.to(dtype), c0.to(dtype)
+            weights = [[None if w is None else w.to(dtype) for w in ws] for ws in weights]
+        with torch.autocast(device_type, enabled=False):
+            out, h_n, c_n = self._run_layers(x, h0, c0, weights, sizes)
+
+        if packed:
+            h_n, c_n = (h_n, c_n) if unsorted_indices is None else (h_n.index_select(1, unsorted_indices), c_n.index_select(1, unsorted_indices))
+            return PackedSequence(out, batch_sizes, sorted_indices, unsorted_indices), (h_n, c_n)
+        if self.batch_first:
+            out = out.transpose(0, 1)  # (B, T, D*P)
+        if not batched:
+            out = out.squeeze(0 if self.batch_first else 1)
+            h_n, c_n = h_n.squeeze(1), c_n.squeeze(1)
+        return out, (h_n, c_n)
+
+    def _run_layers(self, x, h0, c0, weights, sizes):
+        D = 2 if self.bidirectional else 1
+        backend = resolve_backend(self.backend, x)
+        h_n, c_n = [], []
+        for layer in range(self.num_layers):
+            outs = []
+            for direction in range(D):
+                k = layer * D + direction
+                w_ih, w_hh, b_ih, b_hh, w_hr = weights[k]
+                y, h, c = lstm_layer(x, h0[k], c0[k], w_ih, w_hh, b_ih, b_hh, w_hr, sizes, direction == 1, backend)
+                outs.append(y)
+                h_n.append(h)
+                c_n.append(c)
+            x = outs[0] if D == 1 else torch.cat(outs, -1)  # (T, B, D*P) or (N, D*P)
+            if self.dropout and self.training and layer < self.num_layers - 1:
+                x = F.dropout(x, self.dropout, training=True)
+        return x, torch.stack(h_n), torch.stack(c_n)
+
+
+def replace_lstms(model: nn.Module, *, backend: str = "auto") -> int:
+    """Replace every ``torch.nn.LSTM`` inside ``model`` by an :class:`LSTM` holding
+    the same parameters, in place. Returns how many were replaced."""
+    count = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.LSTM):
+                setattr(parent, name, LSTM.from_torch(child, backend=backend))
+                count += 1
+    return count
