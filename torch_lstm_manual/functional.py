@@ -213,8 +213,11 @@ class Loops(NamedTuple):
 BACKENDS = {"python": Loops(forward_loop, backward_loop)}
 
 
-def _uses_functorch(*tensors) -> bool:
-    """Whether any tensor is wrapped by a torch.func transform (vmap, grad, ...)."""
+def _needs_reference(*tensors) -> bool:
+    """Whether the Python loops must run: under torch.compile, which traces them,
+    or when a tensor is wrapped by a torch.func transform (vmap, grad, ...)."""
+    if torch.compiler.is_compiling():
+        return True
     return any(t is not None and torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors)
 
 
@@ -248,7 +251,7 @@ class LSTMFunction(torch.autograd.Function):
         sizes = batch_sizes if batch_sizes is not None else (x.shape[1],) * x.shape[0]
         bias = b_ih if b_hh is None else (b_hh if b_ih is None else b_ih + b_hh)  # (G,) or None
         xw = rows.mm(w_ih.t()) if bias is None else torch.addmm(bias, rows, w_ih.t())  # (N, G)
-        loops = BACKENDS["python"] if _uses_functorch(x, h0, c0, w_ih, w_hh, w_hr) else BACKENDS[backend]
+        loops = BACKENDS["python"] if _needs_reference(x, h0, c0, w_ih, w_hh, w_hr) else BACKENDS[backend]
         y, gates, cs, h_n, c_n = loops.forward(xw, h0, c0, w_hh, w_hr, sizes, reverse)
         if batch_sizes is None:
             y = y.view(x.shape[0], x.shape[1], -1)  # (T, B, P)
@@ -279,7 +282,7 @@ class LSTMFunction(torch.autograd.Function):
             xw = rows.mm(w_ih.t()) if bias is None else torch.addmm(bias, rows, w_ih.t())  # (N, G)
             y, gates, cs, _, _ = forward_loop(xw, h0, c0, w_hh, w_hr, sizes, ctx.reverse)
             loops = BACKENDS["python"]
-        elif _uses_functorch(d_y, x, h0, w_ih, w_hh, w_hr, gates):
+        elif _needs_reference(d_y, x, h0, w_ih, w_hh, w_hr, gates):
             loops = BACKENDS["python"]
 
         d_z, d_h, d_h0, d_c0 = loops.backward(d_y, d_hn, d_cn, gates, cs, c0, w_hh, w_hr, sizes, ctx.reverse)

@@ -1,0 +1,235 @@
+"""Parity of the drop-in ``LSTM`` with ``torch.nn.LSTM``: outputs, final states and
+every gradient, over the grid of options, inputs and dtypes."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from helpers import DEVICES, assert_all_close, available_backends, run, twins
+
+BACKENDS = available_backends()
+
+# float32: the same math, but oneDNN and our GEMMs sum in other orders, and the
+# differences pass through T steps of recurrence and every layer. 1e-5 relative
+# is about 100 float32 ulps, well above that rounding and far below any wrong term.
+TOLERANCE = {torch.float64: {}, torch.float32: {"rtol": 1e-5, "atol": 1e-5}}
+
+INPUTS = ["padded", "padded_batch_first", "unbatched", "unbatched_batch_first", "packed_sorted", "packed_unsorted"]
+
+
+def make_input(kind, T, B, I, dtype, device, seed=2):
+    """``(module options, x, lengths, enforce_sorted, batch)`` for one input kind."""
+    gen = torch.Generator().manual_seed(seed)
+    batch_first = kind.endswith("batch_first")
+    if kind.startswith("unbatched"):
+        return {"batch_first": batch_first}, torch.randn(T, I, generator=gen, dtype=dtype).to(device), None, True, None
+    x = torch.randn(T, B, I, generator=gen, dtype=dtype).to(device)
+    if batch_first:
+        x = x.transpose(0, 1).contiguous()
+    if not kind.startswith("packed"):
+        return {"batch_first": batch_first}, x, None, True, B
+    # Lengths include 1 and the maximum T; sorted for enforce_sorted=True.
+    lengths = torch.tensor([T, 1] + [int(v) for v in torch.randint(1, T + 1, (B - 2,), generator=gen)])
+    if kind == "packed_sorted":
+        lengths = lengths.sort(descending=True).values
+    return {"batch_first": False}, x, lengths, kind == "packed_sorted", B
+
+
+def make_hx(ours, batch, dtype, device, seed=3):
+    D = 2 if ours.bidirectional else 1
+    gen = torch.Generator().manual_seed(seed)
+    P = ours.proj_size or ours.hidden_size
+    shape = (ours.num_layers * D,) if batch is None else (ours.num_layers * D, batch)
+    h0 = torch.randn(*shape, P, generator=gen, dtype=dtype).to(device)
+    c0 = torch.randn(*shape, ours.hidden_size, generator=gen, dtype=dtype).to(device)
+    return h0, c0
+
+
+GRID = list(itertools.product([1, 2, 3], [True, False], [False, True], [0, 3], INPUTS, [False, True]))
+
+
+def check_parity(backend, device, dtype, num_layers, bias, bidirectional, proj_size, kind, with_hx, T=5, B=4, I=3, H=5):
+    options, x, lengths, enforce_sorted, batch = make_input(kind, T, B, I, dtype, device)
+    ref, ours = twins(
+        backend, device, dtype, input_size=I, hidden_size=H, num_layers=num_layers, bias=bias,
+        bidirectional=bidirectional, proj_size=proj_size, **options,
+    )
+    hx = make_hx(ours, batch, dtype, device) if with_hx else None
+    expected = run(ref, x, hx, lengths, enforce_sorted)
+    got = run(ours, x, hx, lengths, enforce_sorted)
+    assert_all_close(got, expected, **TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("num_layers,bias,bidirectional,proj_size,kind,with_hx", GRID)
+def test_parity_grid(backend, dtype, num_layers, bias, bidirectional, proj_size, kind, with_hx):
+    check_parity(backend, "cpu", dtype, num_layers, bias, bidirectional, proj_size, kind, with_hx)
+
+
+CUDA_GRID = [g for g in GRID if g[0] in (1, 2)]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("num_layers,bias,bidirectional,proj_size,kind,with_hx", CUDA_GRID)
+def test_parity_grid_cuda(dtype, num_layers, bias, bidirectional, proj_size, kind, with_hx):
+    check_parity("python", "cuda", dtype, num_layers, bias, bidirectional, proj_size, kind, with_hx)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    T=st.integers(1, 7),
+    B=st.integers(2, 5),
+    I=st.integers(1, 6),
+    H=st.integers(2, 6),
+    num_layers=st.integers(1, 3),
+    bidirectional=st.booleans(),
+    use_proj=st.booleans(),
+    packed=st.booleans(),
+    seed=st.integers(0, 2**16),
+    backend=st.sampled_from(BACKENDS),
+)
+def test_parity_random_shapes(T, B, I, H, num_layers, bidirectional, use_proj, packed, seed, backend):
+    proj_size = H - 1 if use_proj else 0
+    ref, ours = twins(backend, input_size=I, hidden_size=H, num_layers=num_layers, bidirectional=bidirectional, proj_size=proj_size, seed=seed)
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(T, B, I, generator=gen, dtype=torch.float64)
+    lengths = torch.randint(1, T + 1, (B,), generator=gen) if packed else None
+    if packed:
+        lengths[0] = T
+    assert_all_close(run(ours, x, None, lengths, False), run(ref, x, None, lengths, False))
+
+
+def test_dropout_between_layers_matches_in_training_and_is_off_in_eval():
+    ref, ours = twins(input_size=3, hidden_size=4, num_layers=3, dropout=0.5)
+    x = torch.randn(6, 2, 3, dtype=torch.float64)
+    ours.train()
+    torch.manual_seed(7)
+    a, _ = ours(x)
+    torch.manual_seed(7)
+    b, _ = ours(x)
+    torch.testing.assert_close(a, b)  # same seed, same masks
+    torch.manual_seed(8)
+    c, _ = ours(x)
+    assert not torch.allclose(a, c), "dropout did not change the training output"
+    ref.eval(), ours.eval()
+    assert_all_close(run(ours, x), run(ref, x))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_eval_mode_backward(device):
+    """cuDNN refuses backward in eval mode; this module gives the same gradients as in training."""
+    _, ours = twins(device=device, dtype=torch.float32, input_size=3, hidden_size=4, num_layers=2, bidirectional=True)
+    x = torch.randn(5, 2, 3, device=device)
+    train_grads = run(ours.train(), x)
+    eval_grads = run(ours.eval(), x)
+    assert_all_close(eval_grads, train_grads)
+
+
+def test_deterministic_same_seed_same_result():
+    results = []
+    for _ in range(2):
+        _, ours = twins(seed=11, input_size=3, hidden_size=4, num_layers=2, dropout=0.3)
+        torch.manual_seed(12)
+        results.append(run(ours.train(), torch.randn(6, 3, 3, dtype=torch.float64)))
+    for a, b in zip(*results):
+        assert a is None and b is None or torch.equal(a, b)
+
+
+def test_large_preactivations_stay_finite():
+    ref, ours = twins(input_size=3, hidden_size=4)
+    x = torch.full((5, 2, 3), 1e4 / 3, dtype=torch.float64) * torch.tensor([1.0, -1.0]).view(1, 2, 1)
+    with torch.no_grad():
+        for m in (ref, ours):
+            m.weight_ih_l0.fill_(1.0)  # |z| = 1e4
+    got, expected = run(ours, x), run(ref, x)
+    for t in got:
+        if t is not None:
+            assert torch.isfinite(t).all()
+    assert_all_close(got, expected)
+
+
+def test_nan_in_input_propagates_as_in_torch():
+    ref, ours = twins(input_size=3, hidden_size=4, bidirectional=True)
+    x = torch.randn(5, 3, 3, dtype=torch.float64)
+    x[2, 1, 0] = float("nan")
+    (a, (ha, ca)), (b, (hb, cb)) = ours(x), ref(x)
+    for u, v in ((a, b), (ha, hb), (ca, cb)):
+        torch.testing.assert_close(u, v, equal_nan=True)
+    assert torch.isnan(a[:, 1]).any() and not torch.isnan(a[:, 0]).any()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_dtypes_where_torch_accepts_them(dtype):
+    """Against a float64 run, our error is no worse than twice torch.nn.LSTM's own."""
+    ref, ours = twins(dtype=dtype, input_size=4, hidden_size=8)
+    x = torch.randn(6, 3, 4).to(dtype)
+    try:
+        expected, _ = ref(x)
+    except RuntimeError as error:
+        pytest.skip(f"torch.nn.LSTM does not run {dtype} here: {error}")
+    got, _ = ours(x)
+    assert got.dtype == dtype
+    _, exact = twins(input_size=4, hidden_size=8)
+    exact.load_state_dict({k: v.double() for k, v in ref.state_dict().items()})
+    truth, _ = exact(x.double())
+    err_ours = (got.double() - truth).abs().max()
+    err_torch = (expected.double() - truth).abs().max()
+    assert err_ours <= 2 * err_torch + 1e-3
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_autocast_behaves_as_torch(device):
+    """Under autocast the whole LSTM runs in the autocast dtype, as cuDNN's does.
+
+    On the CPU, torch.nn.LSTM's oneDNN path fails under autocast; with a
+    projection it takes its decomposed path, whose output and h_n are in the
+    autocast dtype too (its c_n stays float32: only the values are compared).
+    """
+    dtype = torch.bfloat16 if device == "cpu" else torch.float16
+    ref, ours = twins(device=device, dtype=torch.float32, input_size=4, hidden_size=8, proj_size=3 if device == "cpu" else 0)
+    x = torch.randn(6, 3, 4, device=device)
+    with torch.autocast(device, dtype=dtype):
+        expected, (h_ref, c_ref) = ref(x)
+        got, (h_ours, c_ours) = ours(x)
+    assert got.dtype == expected.dtype == dtype and h_ours.dtype == h_ref.dtype == dtype
+    if device != "cpu":
+        assert c_ours.dtype == c_ref.dtype
+    tol = {"rtol": 0.02, "atol": 0.02}  # 8 (bfloat16) or 11 (float16) bits of mantissa
+    for a, b in ((got, expected), (h_ours, h_ref), (c_ours, c_ref)):
+        torch.testing.assert_close(a.float(), b.float(), **tol)
+    got.float().sum().backward()
+    assert ours.weight_ih_l0.grad is not None and ours.weight_ih_l0.grad.dtype == torch.float32
+
+
+def test_compile_matches_eager():
+    """A compiled model gives the eager outputs and gradients."""
+    _, ours = twins(dtype=torch.float32, input_size=3, hidden_size=4, num_layers=2, bidirectional=True)
+    x = torch.randn(4, 2, 3)
+    compiled = torch.compile(ours)
+    assert_all_close(run(compiled, x), run(ours, x))
+
+
+def test_vmap_per_sample_gradients_match_a_loop():
+    """torch.nn.LSTM has no vmap batching rule; this module's per-sample gradients
+    through torch.func equal a Python loop over the samples."""
+    _, ours = twins(input_size=3, hidden_size=4, num_layers=2, bidirectional=True, proj_size=2)
+    params = {k: v.detach() for k, v in ours.named_parameters()}
+    xs = torch.randn(5, 6, 3, dtype=torch.float64)  # 5 unbatched samples of T=6
+
+    def loss(p, x):
+        out, (h, c) = torch.func.functional_call(ours, p, (x,))
+        return (out**2).sum() + h.sum() + c.sum()
+
+    batched = torch.func.vmap(torch.func.grad(loss), in_dims=(None, 0))(params, xs)
+    leaves = {k: v.clone().requires_grad_() for k, v in params.items()}
+    for s in range(xs.shape[0]):
+        one = torch.autograd.grad(loss(leaves, xs[s]), list(leaves.values()))
+        for name, g in zip(leaves, one):
+            torch.testing.assert_close(batched[name][s], g)
