@@ -233,3 +233,17 @@ def test_vmap_per_sample_gradients_match_a_loop():
         one = torch.autograd.grad(loss(leaves, xs[s]), list(leaves.values()))
         for name, g in zip(leaves, one):
             torch.testing.assert_close(batched[name][s], g)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kind", ["padded", "packed_unsorted"])
+def test_inference_without_grad_matches_torch(backend, kind):
+    """Under no_grad the loops save nothing for backward; the results are the same."""
+    options, x, lengths, enforce_sorted, batch = make_input(kind, 6, 4, 3, torch.float64, "cpu")
+    ref, ours = twins(backend, input_size=3, hidden_size=5, num_layers=2, bidirectional=True, proj_size=2, **options)
+    hx = make_hx(ours, batch, torch.float64, "cpu")
+    inp = x if lengths is None else torch.nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=enforce_sorted)
+    with torch.no_grad():
+        (a, (ha, ca)), (b, (hb, cb)) = ours(inp, hx), ref(inp, hx)
+    a, b = (a.data, b.data) if lengths is not None else (a, b)
+    assert_all_close([a, ha, ca], [b, hb, cb])

@@ -125,7 +125,7 @@ def _final(state: Tensor, finished: list) -> Tensor:
 # The reference time loops, in plain differentiable PyTorch.
 
 
-def forward_loop(xw, h0, c0, w_hh, w_hr, batch_sizes, reverse):
+def forward_loop(xw, h0, c0, w_hh, w_hr, batch_sizes, reverse, save=True):
     """Run the recurrence over precomputed input projections.
 
     Args:
@@ -134,6 +134,8 @@ def forward_loop(xw, h0, c0, w_hh, w_hr, batch_sizes, reverse):
         w_hh: (G, P). w_hr: (P, H) or None.
         batch_sizes: rows of each step, non-increasing.
         reverse: run the steps from last to first.
+        save: keep what the backward pass needs; without it (inference) the
+            gates and cell states come back as None.
 
     Returns:
         ``(y, gates, cs, h_n, c_n)``: outputs (N, P), activated gates ``i|f|g|o``
@@ -157,9 +159,11 @@ def forward_loop(xw, h0, c0, w_hh, w_hr, batch_sizes, reverse):
         c = torch.addcmul(i_f[:, H:] * c, i_f[:, :H], g)  # (b, H)
         m = o * torch.tanh(c)  # (b, H)
         h = m if w_hr_t is None else m.mm(w_hr_t)  # (b, P)
-        ys[t], cs[t] = h, c
-        gates[t] = torch.cat([i_f, g, o], 1)  # (b, G)
-    y, gates, cs = torch.cat(ys), torch.cat(gates), torch.cat(cs)  # (N, P), (N, G), (N, H)
+        ys[t] = h
+        if save:
+            cs[t], gates[t] = c, torch.cat([i_f, g, o], 1)  # (b, H), (b, G)
+    y = torch.cat(ys)  # (N, P)
+    gates, cs = (torch.cat(gates), torch.cat(cs)) if save else (None, None)  # (N, G), (N, H)
     return y, gates, cs, _final(h, h_done), _final(c, c_done)
 
 
@@ -204,8 +208,8 @@ def backward_loop(d_y, d_hn, d_cn, gates, cs, c0, w_hh, w_hr, batch_sizes, rever
 
 
 class Loops(NamedTuple):
-    forward: Callable
-    backward: Callable
+    forward: Callable  # forward_loop's arguments, ``save`` included, and results
+    backward: Callable  # backward_loop's arguments and results
 
 
 # Implementations of the two time loops, by backend name. Every entry takes the
@@ -219,6 +223,23 @@ def _needs_reference(*tensors) -> bool:
     if torch.compiler.is_compiling():
         return True
     return any(t is not None and torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors)
+
+
+def _input_projection(rows, w_ih, b_ih, b_hh):
+    """``x W_ih^T + b_ih + b_hh`` for every row: one matrix product, (N, G)."""
+    bias = b_ih if b_hh is None else (b_hh if b_ih is None else b_ih + b_hh)  # (G,) or None
+    return rows.mm(w_ih.t()) if bias is None else torch.addmm(bias, rows, w_ih.t())
+
+
+def _forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse, backend, save):
+    rows = x if batch_sizes is not None else x.flatten(0, 1)  # (N, I)
+    sizes = batch_sizes if batch_sizes is not None else (x.shape[1],) * x.shape[0]
+    xw = _input_projection(rows, w_ih, b_ih, b_hh)  # (N, G)
+    loops = BACKENDS["python"] if _needs_reference(x, h0, c0, w_ih, w_hh, w_hr) else BACKENDS[backend]
+    y, gates, cs, h_n, c_n = loops.forward(xw, h0, c0, w_hh, w_hr, sizes, reverse, save)
+    if batch_sizes is None:
+        y = y.view(x.shape[0], x.shape[1], -1)  # (T, B, P)
+    return y, h_n, c_n, gates, cs
 
 
 # --------------------------------------------------------------------------
@@ -247,15 +268,7 @@ class LSTMFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse, backend):
-        rows = x if batch_sizes is not None else x.flatten(0, 1)  # (N, I)
-        sizes = batch_sizes if batch_sizes is not None else (x.shape[1],) * x.shape[0]
-        bias = b_ih if b_hh is None else (b_hh if b_ih is None else b_ih + b_hh)  # (G,) or None
-        xw = rows.mm(w_ih.t()) if bias is None else torch.addmm(bias, rows, w_ih.t())  # (N, G)
-        loops = BACKENDS["python"] if _needs_reference(x, h0, c0, w_ih, w_hh, w_hr) else BACKENDS[backend]
-        y, gates, cs, h_n, c_n = loops.forward(xw, h0, c0, w_hh, w_hr, sizes, reverse)
-        if batch_sizes is None:
-            y = y.view(x.shape[0], x.shape[1], -1)  # (T, B, P)
-        return y, h_n, c_n, gates, cs
+        return _forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse, backend, save=True)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -278,8 +291,7 @@ class LSTMFunction(torch.autograd.Function):
         if torch.is_grad_enabled():
             # Double backward: recompute the intermediates with autograd watching,
             # so that the hand-derived backward below is itself differentiable.
-            bias = b_ih if b_hh is None else (b_hh if b_ih is None else b_ih + b_hh)
-            xw = rows.mm(w_ih.t()) if bias is None else torch.addmm(bias, rows, w_ih.t())  # (N, G)
+            xw = _input_projection(rows, w_ih, b_ih, b_hh)  # (N, G)
             y, gates, cs, _, _ = forward_loop(xw, h0, c0, w_hh, w_hr, sizes, ctx.reverse)
             loops = BACKENDS["python"]
         elif _needs_reference(d_y, x, h0, w_ih, w_hh, w_hr, gates):
@@ -337,5 +349,8 @@ def lstm_layer(
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {sorted(BACKENDS)}, got {backend!r}")
     sizes = None if batch_sizes is None else tuple(int(b) for b in batch_sizes)
+    if not torch.is_grad_enabled():
+        # Inference: no graph to record, so nothing to save for a backward pass.
+        return _forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, sizes, bool(reverse), backend, save=False)[:3]
     y, h_n, c_n, _, _ = LSTMFunction.apply(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, sizes, bool(reverse), backend)
     return y, h_n, c_n
