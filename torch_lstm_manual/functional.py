@@ -87,8 +87,8 @@ def previous_rows(batch_sizes: Sequence[int], reverse: bool, device) -> Tensor:
     before (``t - 1``, or ``t + 1`` in reverse) when that step ran the sequence,
     else it starts from the initial state, row ``N + r``.
     """
+    T, N = len(batch_sizes), sum(batch_sizes)
     bs = torch.tensor(batch_sizes, dtype=torch.long, device=device)  # (T,)
-    T, N = bs.numel(), int(bs.sum())
     offsets = torch.cumsum(bs, 0) - bs  # (T,)
     step = torch.repeat_interleave(torch.arange(T, device=device), bs)  # (N,)
     row = torch.arange(N, device=device) - offsets[step]  # (N,)
