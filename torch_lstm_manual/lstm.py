@@ -143,6 +143,10 @@ class LSTM(nn.Module):
                 s += f", {name}={getattr(self, name)!r}"
         return s
 
+    def flatten_parameters(self) -> None:
+        """Nothing to do: the weights are used where they are. Kept so that code
+        written for ``torch.nn.LSTM`` (which calls it for cuDNN) runs unchanged."""
+
     @property
     def all_weights(self):
         """Parameters per layer and direction, in ``torch.nn.LSTM``'s order."""
