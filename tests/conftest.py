@@ -1,0 +1,1 @@
+"""Shared pytest configuration. Fixtures used by more than one test file go here."""

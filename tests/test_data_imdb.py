@@ -1,0 +1,319 @@
+"""IMDBDataModule on a tiny aclImdb archive served from 127.0.0.1: download, checksum,
+safe extraction, the on-disk cache, local copies, and every error."""
+
+import hashlib
+import io
+import re
+import socket
+import tarfile
+import threading
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import torch
+
+from torch_lstm_manual.data import IMDBDataModule
+from torch_lstm_manual.data import imdb as imdb_module
+from torch_lstm_manual.data.archive import ChecksumError, CorruptArchiveError, DownloadError, UnsafeArchiveError
+
+REVIEWS = {
+    ("train", "pos"): ["A great film.<br /><br />Loved it\u0085 truly", "Superb acting\u0096really superb\u0097yes",
+                       "good fun\u0085", "GOOD<br/>and great\u0096\u0097"],
+    ("train", "neg"): ["A dull film.<br />Hated it\u0097sadly", "awful acting", "bad and dull", "BAD<br>bad"],
+    ("test", "pos"): ["great and good", "superb<br />film"],
+    ("test", "neg"): ["dull, awful", "bad film\u0085"],
+}
+ARCHIVE = "aclImdb_v1.tar.gz"
+
+
+def make_tree(root):
+    for (split, label), texts in REVIEWS.items():
+        folder = root / "aclImdb" / split / label
+        folder.mkdir(parents=True)
+        for number, text in enumerate(texts):
+            (folder / f"{number}_{8 if label == 'pos' else 2}.txt").write_text(text, encoding="utf-8")
+    (root / "aclImdb" / "README").write_text("tiny copy for tests")
+    return root / "aclImdb"
+
+
+def make_archive(path, members=None):
+    """A tar.gz of the tiny tree, or of ``members``: a list of TarInfo (with data for files)."""
+    with tarfile.open(path, "w:gz") as tar:
+        if members is None:
+            tree = make_tree(path.parent / "tree")
+            tar.add(tree, arcname="aclImdb")
+        else:
+            for info, data in members:
+                tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return path
+
+
+def sha256(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    return make_archive(tmp_path_factory.mktemp("archive") / ARCHIVE)
+
+
+class Server:
+    """A local HTTP server of one folder that records the paths requested."""
+
+    def __init__(self, folder):
+        self.requests = []
+        server = self
+
+        class Handler(SimpleHTTPRequestHandler):
+            def log_message(self, *args):
+                server.requests.append(self.path)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(folder)))
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def url(self, name=ARCHIVE):
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{name}"
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def serve(tmp_path):
+    folder = tmp_path / "served"
+    folder.mkdir()
+    server = Server(folder)
+    yield folder, server
+    server.close()
+
+
+@pytest.fixture
+def closed_url():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/{ARCHIVE}"  # nothing listens there now
+
+
+def module(cache_dir, **kwargs):
+    settings = dict(cache_dir=str(cache_dir), vocab_size=100, min_frequency=1, max_length=20,
+                    val_fraction=0.25, batch_size=4, num_workers=0)
+    return IMDBDataModule(**{**settings, **kwargs})
+
+
+def leftovers(folder):
+    return [p for p in Path(folder).rglob("*") if p.name.endswith((".part", ".tmp"))]
+
+
+def decoded(data, dataset):
+    vocab = {index: token for token, index in data.encoder.tokenizer.get_vocab().items()}
+    return [" ".join(vocab[int(i)] for i in dataset[k][0]) for k in range(len(dataset))]
+
+
+def test_init_does_no_io(tmp_path):
+    data = IMDBDataModule(cache_dir=str(tmp_path / "cache"), url="http://127.0.0.1:9/none")
+    assert (data.vocab_size, data.num_classes, data.class_names) == (20000, 2, ["neg", "pos"])
+    assert not (tmp_path / "cache").exists()
+
+
+def test_download_checksum_extract_and_cache(tmp_path, archive, serve, monkeypatch):
+    folder, server = serve
+    (folder / ARCHIVE).write_bytes(archive.read_bytes())
+    cache = tmp_path / "cache"
+    data = module(cache, url=server.url(), sha256=sha256(archive))
+    data.prepare_data()
+    assert server.requests == [f"/{ARCHIVE}"]
+    assert (cache / ARCHIVE).read_bytes() == archive.read_bytes()
+    assert (cache / f"aclImdb-{sha256(archive)[:16]}" / "aclImdb" / "train" / "pos").is_dir()
+    data.setup("fit")
+    assert (len(data.train_set), len(data.val_set), data.test_set) == (6, 2, None)  # test read only for "test"
+    vocab = data.encoder.tokenizer.get_vocab()
+    assert {"\u2026", "\u2013", "\u2014", "good"} <= set(vocab)  # each is in two reviews: one is in train
+    assert not {"<", "br", "GOOD", "\u0085", "\u0096", "\u0097"} & set(vocab)
+
+    def expected(split):  # the cleaned reviews, words outside the vocabulary as [UNK]
+        raw = REVIEWS[(split, "neg")] + REVIEWS[(split, "pos")]
+        for old, new in (("<br />", " "), ("<br/>", " "), ("<br>", " "), ("\u0085", "\u2026"),
+                         ("\u0096", "\u2013"), ("\u0097", "\u2014")):
+            raw = [text.replace(old, new) for text in raw]
+        words = [re.findall(r"\w+|[^\w\s]+", text.lower()) for text in raw]
+        return sorted(" ".join(w if w in vocab else "[UNK]" for w in text) for text in words)
+
+    assert sorted(decoded(data, data.train_set) + decoded(data, data.val_set)) == expected("train")
+    data.setup("test")
+    assert sorted(decoded(data, data.test_set)) == expected("test")
+    assert "bad film \u2026" in expected("test")
+    batch = next(iter(data.train_dataloader()))
+    assert [t.dtype for t in batch] == [torch.long] * 3 and (batch[1] >= 1).all()
+    data.save_artifacts(tmp_path / "ckpt")
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["labels.json", "tokenizer.json"]
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the second run must come from the cache")
+
+    monkeypatch.setattr(imdb_module, "train_tokenizer", fail)
+    monkeypatch.setattr(imdb_module, "read_text_file", fail)
+    again = module(cache, url=server.url(), sha256=sha256(archive))
+    again.prepare_data()
+    again.setup("fit")
+    again.setup("test")
+    assert server.requests == [f"/{ARCHIVE}"]  # no second download
+    for name in ("train_set", "val_set", "test_set"):
+        assert torch.equal(getattr(data, name).ids, getattr(again, name).ids)
+    assert leftovers(cache) == []
+
+
+def test_a_broken_cached_download_is_replaced(tmp_path, archive, serve):
+    folder, server = serve
+    (folder / ARCHIVE).write_bytes(archive.read_bytes())
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / ARCHIVE).write_bytes(b"an old, broken download")
+    data = module(tmp_path / "cache", url=server.url(), sha256=sha256(archive))
+    with pytest.warns(UserWarning, match="wrong SHA-256"):
+        data.prepare_data()
+    assert server.requests == [f"/{ARCHIVE}"]
+    assert (tmp_path / "cache" / ARCHIVE).read_bytes() == archive.read_bytes()
+    with pytest.raises(ValueError, match="sha256 must be 64 hexadecimal characters"):
+        module(tmp_path, sha256="abc")
+
+
+def test_changed_settings_are_encoded_again(tmp_path, archive, monkeypatch):
+    cache = tmp_path / "cache"
+    calls = []
+    original = imdb_module.train_tokenizer
+    monkeypatch.setattr(imdb_module, "train_tokenizer", lambda *a, **k: calls.append(a[1:]) or original(*a, **k))
+    for max_length in (20, 20, 3):
+        data = module(cache, archive=str(archive), sha256=None, max_length=max_length)
+        data.prepare_data()
+        data.setup("fit")
+    assert len(calls) == 2 and int(data.train_set.lengths.max()) == 3
+
+
+@pytest.mark.parametrize("as_parent", [False, True])
+def test_local_data_dir(tmp_path, closed_url, as_parent):
+    root = make_tree(tmp_path / "local")
+    data = module(tmp_path / "cache", data_dir=str(root.parent if as_parent else root), url=closed_url)
+    data.prepare_data()
+    data.setup(None)
+    assert (len(data.train_set), len(data.val_set), len(data.test_set)) == (6, 2, 4)
+
+
+def test_local_archive_and_its_checksum(tmp_path, archive, closed_url):
+    data = module(tmp_path / "cache", archive=str(archive), url=closed_url, sha256=None)
+    data.prepare_data()
+    data.setup("test")
+    assert len(data.test_set) == 4
+    checked = module(tmp_path / "cache2", archive=str(archive), url=closed_url)  # the real IMDB checksum
+    with pytest.raises(ChecksumError, match=r"archive: .*aclImdb_v1\.tar\.gz has SHA-256 .*sha256=None"):
+        checked.prepare_data()
+    assert archive.exists()  # the user's file is never deleted
+
+
+def test_missing_paths_name_the_argument(tmp_path, closed_url):
+    with pytest.raises(FileNotFoundError, match=r"data_dir '.*nowhere' does not exist"):
+        module(tmp_path, data_dir=str(tmp_path / "nowhere"), url=closed_url).prepare_data()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="holds no train/ folder"):
+        module(tmp_path, data_dir=str(tmp_path / "empty"), url=closed_url).prepare_data()
+    with pytest.raises(FileNotFoundError, match=r"archive '.*nothing\.tar\.gz' does not exist"):
+        module(tmp_path, archive=str(tmp_path / "nothing.tar.gz"), url=closed_url).prepare_data()
+
+
+def test_no_network_and_no_local_copy(tmp_path, closed_url):
+    cache = tmp_path / "cache"
+    with pytest.raises(DownloadError) as info:
+        module(cache, url=closed_url).prepare_data()
+    message = str(info.value)
+    assert str(cache / ARCHIVE) in message and "python train.py" in message and "data_dir" in message
+    assert list(cache.iterdir()) == []
+
+
+def test_http_error_is_a_download_error(tmp_path, serve):
+    _, server = serve
+    with pytest.raises(DownloadError, match="404"):
+        module(tmp_path / "cache", url=server.url("missing.tar.gz")).prepare_data()
+    assert leftovers(tmp_path / "cache") == []
+
+
+def test_truncated_download_fails_the_checksum_and_is_removed(tmp_path, archive, serve):
+    folder, server = serve
+    (folder / ARCHIVE).write_bytes(archive.read_bytes()[:200])
+    cache = tmp_path / "cache"
+    with pytest.raises(ChecksumError, match="truncated or corrupt.*removed"):
+        module(cache, url=server.url(), sha256=sha256(archive)).prepare_data()
+    assert list(cache.iterdir()) == []
+
+
+def test_truncated_archive_without_checksum(tmp_path, archive, serve):
+    folder, server = serve
+    (folder / ARCHIVE).write_bytes(archive.read_bytes()[:200])
+    cache = tmp_path / "cache"
+    with pytest.raises(CorruptArchiveError, match="truncated or corrupt.*has been removed"):
+        module(cache, url=server.url(), sha256=None).prepare_data()
+    assert list(cache.iterdir()) == []  # the bad download and the half extraction are gone
+    local = tmp_path / "local.tar.gz"
+    local.write_bytes(archive.read_bytes()[:200])
+    with pytest.raises(CorruptArchiveError, match=r"local\.tar\.gz is truncated or corrupt"):
+        module(cache, archive=str(local), sha256=None).prepare_data()
+    assert local.exists()
+
+
+def test_empty_archive(tmp_path):
+    (tmp_path / "empty.tar.gz").write_bytes(b"")
+    with pytest.raises(CorruptArchiveError, match=r"empty\.tar\.gz is empty \(0 bytes\)"):
+        module(tmp_path / "cache", archive=str(tmp_path / "empty.tar.gz"), sha256=None).prepare_data()
+
+
+def _file(name, data=b"x"):
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    return info, data
+
+
+def _link(name, target, kind):
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, target
+    return info, None
+
+
+@pytest.mark.parametrize("member, problem", [
+    (_file("/tmp/evil.txt"), "an absolute path"),
+    (_file("aclImdb/../../evil.txt"), "a '..' component"),
+    (_link("aclImdb/train/pos/link.txt", "/etc/passwd", tarfile.SYMTYPE), "a symbolic link"),
+    (_link("aclImdb/train/pos/hard.txt", "aclImdb/README", tarfile.LNKTYPE), "a hard link"),
+])
+def test_unsafe_members_are_refused_before_extraction(tmp_path, member, problem):
+    path = make_archive(tmp_path / "bad.tar.gz", [_file("aclImdb/train/pos/0_9.txt", b"fine"), member])
+    cache = tmp_path / "cache"
+    with pytest.raises(UnsafeArchiveError, match=f"member '{member[0].name}' is {problem}"):
+        module(cache, archive=str(path), sha256=None).prepare_data()
+    assert not cache.exists() or list(cache.iterdir()) == []  # nothing extracted
+
+
+def test_not_the_imdb_archive(tmp_path):
+    path = make_archive(tmp_path / "other.tar.gz", [_file("something/else.txt")])
+    with pytest.raises(CorruptArchiveError, match="holds no 'aclImdb/train'"):
+        module(tmp_path / "cache", archive=str(path), sha256=None).prepare_data()
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_empty_split_folder_and_non_utf8_review(tmp_path):
+    root = make_tree(tmp_path / "local")
+    for review in (root / "test" / "neg").iterdir():
+        review.unlink()
+    data = module(tmp_path / "cache", data_dir=str(root))
+    data.setup("fit")
+    with pytest.raises(ValueError, match=r"test/neg holds no \.txt reviews"):
+        data.setup("test")
+    (root / "train" / "pos" / "9_9.txt").write_bytes("caf\u00e9".encode("latin-1"))
+    with pytest.raises(UnicodeDecodeError, match=r"9_9\.txt: the file is not valid UTF-8"):
+        module(tmp_path / "cache", data_dir=str(root)).setup("fit")  # a changed folder is read again
+
+
+def test_setup_before_prepare_data(tmp_path, closed_url):
+    with pytest.raises(RuntimeError, match=r"call prepare_data\(\) before setup\(\)"):
+        module(tmp_path / "cache", url=closed_url).setup("fit")
