@@ -174,9 +174,11 @@ class BucketBatchSampler(Sampler[list[int]]):
         return batches
 
     def __iter__(self) -> Iterator[list[int]]:
+        # A generator: the order is drawn at the first batch, not when iter() is
+        # called, so a set_epoch() in between (a resumed run) still takes effect.
         batches = self.batches()[self.rank :: self.num_replicas]
         self.epoch += 1
-        return iter(batches)
+        yield from batches
 
     def __len__(self) -> int:
         return self.total_batches // self.num_replicas

@@ -1,0 +1,207 @@
+"""train.py / SentimentCLI, the way Lightning tests its CLI: patched ``sys.argv`` and tiny runs."""
+
+import runpy
+import sys
+from pathlib import Path
+from unittest import mock
+
+import matplotlib.image
+import pytest
+import torch
+import yaml
+
+from torch_lstm_manual.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+TINY = [
+    "--data.num_train", "256", "--data.num_val", "64", "--data.num_test", "64", "--data.batch_size", "32",
+    "--model.embedding_dim", "16", "--model.hidden_size", "16",
+    "--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+    "--trainer.deterministic", "true",
+]
+
+
+def run_train(*args):
+    """``python train.py *args``, in this process."""
+    with mock.patch.object(sys, "argv", ["train.py", *args]):
+        return main()
+
+
+def weights(path):
+    return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=lambda m: f"{key}: {m}")
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+    """``python train.py`` (no subcommand: fit 2 epochs, then test) on a tiny corpus."""
+    root = tmp_path_factory.mktemp("straight")
+    cli = run_train(*TINY, "--trainer.default_root_dir", str(root))
+    return cli, root
+
+
+def test_fit_then_test_and_artifacts(straight_run, capsys):
+    cli, root = straight_run
+    trainer = cli.trainer
+    assert cli.subcommand == "fit" and trainer.current_epoch == 2
+    assert "test_acc" in trainer.callback_metrics and "test_loss" in trainer.callback_metrics
+    assert cli.model.hparams.vocab_size == cli.datamodule.vocab_size
+    assert cli.model.hparams.num_classes == cli.datamodule.num_classes == 2
+
+    run_dir = root / "lightning_logs" / "version_0"
+    assert Path(trainer.log_dir) == run_dir
+    checkpoints = run_dir / "checkpoints"
+    best = Path(trainer.checkpoint_callback.best_model_path)
+    assert best.parent == checkpoints and best.name.startswith("best-") and best.is_file()
+    assert (checkpoints / "last.ckpt").is_file()
+    assert (checkpoints / "tokenizer.json").is_file() and (checkpoints / "labels.json").is_file()
+    assert list(run_dir.glob("events.out.tfevents.*")) and (run_dir / "config.yaml").is_file()
+
+    plot = run_dir / "metrics.png"
+    assert plot.read_bytes().startswith(PNG_MAGIC)
+    height, width, _ = matplotlib.image.imread(plot).shape
+    assert height > 100 and width > 100
+    assert not list(run_dir.glob(".metrics-*"))  # no temporary file left behind
+    (plotter,) = [c for c in trainer.callbacks if type(c).__name__ == "PlotMetrics"]
+    assert sorted(plotter.history) == [0, 1]
+    for row in plotter.history.values():
+        assert set(row) == {"train_loss", "train_acc", "val_loss", "val_acc"}
+    best_val = max(row["val_acc"] for row in plotter.history.values())
+    assert float(trainer.checkpoint_callback.best_model_score) == pytest.approx(best_val)
+
+
+def test_summary_is_printed(tmp_path, capsys):
+    run_train(*TINY, "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(tmp_path))
+    out = capsys.readouterr().out
+    assert "test accuracy: " in out
+    for what in ("best checkpoint: ", "logs: ", "plot: "):
+        assert what + str(tmp_path) in out
+
+
+def test_same_seed_same_metrics(straight_run, tmp_path):
+    cli, root = straight_run
+    again = run_train(*TINY, "--trainer.default_root_dir", str(tmp_path))
+    for key in ("test_loss", "test_acc"):
+        assert again.trainer.callback_metrics[key].item() == cli.trainer.callback_metrics[key].item(), key
+    last = "lightning_logs/version_0/checkpoints/last.ckpt"
+    assert_same_weights(weights(tmp_path / last), weights(root / last))
+
+
+def test_other_seed_other_weights(straight_run, tmp_path):
+    _, root = straight_run
+    run_train("fit", *TINY, "--seed_everything", "7", "--trainer.default_root_dir", str(tmp_path))
+    last = "lightning_logs/version_0/checkpoints/last.ckpt"
+    a, b = weights(tmp_path / last), weights(root / last)
+    assert not torch.equal(a["head.weight"], b["head.weight"])
+
+
+def test_resume_from_last_repeats_the_straight_run(straight_run, tmp_path):
+    """1 epoch, then ``--ckpt_path last`` up to 2 epochs: the same steps and weights as 2 epochs straight.
+
+    Needs the training order of the resumed epoch to be that epoch's: the data
+    module's batch sampler must draw its order lazily (at the first ``next``, after
+    ``ExactResume`` has called ``set_epoch``), not when ``iter`` is called: a
+    resumed run creates its first iterator before the epoch is known.
+    """
+    straight, root = straight_run
+    args = [*TINY, "--trainer.default_root_dir", str(tmp_path)]
+    first = run_train("fit", *args, "--trainer.max_epochs", "1")
+    assert first.trainer.global_step == straight.trainer.global_step // 2
+    resumed = run_train("fit", *args, "--trainer.max_epochs", "2", "--ckpt_path", "last")
+    # It continued in the same run folder, not a new version_1 without the checkpoint.
+    assert Path(resumed.trainer.log_dir) == tmp_path / "lightning_logs" / "version_0"
+    assert resumed.trainer.current_epoch == 2
+    assert resumed.trainer.global_step == straight.trainer.global_step
+    last = "lightning_logs/version_0/checkpoints/last.ckpt"
+    assert torch.load(tmp_path / last, weights_only=False)["global_step"] == straight.trainer.global_step
+    assert_same_weights(weights(tmp_path / last), weights(root / last))
+    (plotter,) = [c for c in resumed.trainer.callbacks if type(c).__name__ == "PlotMetrics"]
+    assert sorted(plotter.history) == [0, 1]  # the plot keeps the epoch before the restart
+
+
+def test_overrides(tmp_path):
+    cli = run_train(
+        "fit", "--config", str(CONFIGS / "default.yaml"), *TINY,
+        "--model.hidden_size", "12", "--model.bidirectional", "true", "--model.lstm_impl", "torch",
+        "--model.optimizer", "sgd", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
+        "--trainer.limit_val_batches", "1",
+        "--checkpoint.filename", "chosen-{epoch}", "--trainer.default_root_dir", str(tmp_path),
+    )
+    model = cli.model
+    assert isinstance(model.lstm, torch.nn.LSTM) and model.lstm.hidden_size == 12 and model.lstm.bidirectional
+    assert model.head.in_features == 24
+    assert isinstance(cli.trainer.optimizers[0], torch.optim.SGD)
+    assert cli.trainer.global_step == 2
+    assert Path(cli.trainer.checkpoint_callback.best_model_path).name.startswith("chosen-epoch=")
+    assert cli.trainer.gradient_clip_val == 1.0  # from default.yaml
+
+
+def print_config(*args, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_train(*args, "--print_config")
+    assert exit_info.value.code in (0, None)
+    return yaml.safe_load(capsys.readouterr().out)
+
+
+def test_default_yaml_is_what_train_py_uses(capsys):
+    builtin = print_config("fit", capsys=capsys)
+    from_file = print_config("fit", "--config", str(CONFIGS / "default.yaml"), capsys=capsys)
+    assert from_file == builtin
+    assert builtin["data"]["class_path"] == "torch_lstm_manual.data.SyntheticDataModule"
+    assert builtin["seed_everything"] == 42
+    assert builtin["checkpoint"]["monitor"] == "val_acc" and builtin["checkpoint"]["save_last"] is False
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("seed.yaml", dict(vocab_size=502, max_length=80, hidden_size=80, optimizer="sgd", momentum=0.0)),
+        ("imdb.yaml", dict(vocab_size=20000, max_length=400, hidden_size=128, optimizer="adamw", lr_schedule="onecycle")),
+    ],
+)
+def test_imdb_configs_parse(name, expected, capsys):
+    config = print_config("fit", "--config", str(CONFIGS / name), "--data.archive", "/some/aclImdb_v1.tar.gz", capsys=capsys)
+    assert config["data"]["class_path"] == "torch_lstm_manual.data.IMDBDataModule"
+    data, model = config["data"]["init_args"], config["model"]
+    assert data["archive"] == "/some/aclImdb_v1.tar.gz" and data["data_dir"] is None
+    for key, value in expected.items():
+        assert (data if key in ("vocab_size", "max_length") else model)[key] == value, key
+    assert config["trainer"]["gradient_clip_val"] == 1.0
+    assert config["trainer"]["use_distributed_sampler"] is False
+
+
+def test_invalid_value_is_a_clear_error(capsys):
+    with pytest.raises(SystemExit):
+        run_train("fit", "--model.lstm_impl", "cudnn")
+    err = capsys.readouterr().err
+    assert "lstm_impl" in err and "cudnn" in err
+
+
+def test_predict_subcommand(straight_run, tmp_path):
+    cli, root = straight_run
+    best = cli.trainer.checkpoint_callback.best_model_path
+    predicted = run_train("predict", *TINY, "--ckpt_path", best, "--trainer.default_root_dir", str(tmp_path))
+    (writer,) = [c for c in predicted.trainer.callbacks if type(c).__name__ == "PredictionWriter"]
+    lines = writer.path.read_text().splitlines()
+    assert lines[0] == "label,predicted,p_negative,p_positive"
+    assert len(lines) == 1 + 64
+    for line in lines[1:]:
+        label, predicted_label, *probabilities = line.split(",")
+        assert label in ("negative", "positive") and predicted_label in ("negative", "positive")
+        assert sum(map(float, probabilities)) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_train_py_entry_point(capsys):
+    with mock.patch.object(sys, "argv", ["train.py", "--help"]), pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(ROOT / "train.py"), run_name="__main__")
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for subcommand in ("fit", "validate", "test", "predict"):
+        assert subcommand in out

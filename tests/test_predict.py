@@ -1,0 +1,120 @@
+"""The prediction command on a checkpoint of a tiny training run."""
+
+import shutil
+import sys
+from pathlib import Path
+from unittest import mock
+
+import pytest
+import torch
+
+from torch_lstm_manual.cli import main as train
+from torch_lstm_manual.data.text import TextEncoder, save_artifacts, tokenizer_from_words
+from torch_lstm_manual.predict import find_artifacts, main, predict
+
+TEXTS = ["the plot was great", "the acting was not good", "the film was dull , but the cast was superb"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """The best checkpoint of ``train.py fit`` on a tiny corpus (its folder holds tokenizer.json)."""
+    root = tmp_path_factory.mktemp("run")
+    args = [
+        "fit", "--data.num_train", "128", "--data.num_val", "32", "--data.num_test", "32",
+        "--model.embedding_dim", "8", "--model.hidden_size", "8", "--trainer.max_epochs", "1",
+        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+        "--trainer.default_root_dir", str(root),
+    ]
+    with mock.patch.object(sys, "argv", ["train.py", *args]):
+        cli = train()
+    return Path(cli.trainer.checkpoint_callback.best_model_path)
+
+
+def parse(out):
+    rows = [line.split("\t") for line in out.strip().splitlines()]
+    return [(label, float(probability), text) for label, probability, text in rows]
+
+
+def test_texts_on_the_command_line(checkpoint, capsys):
+    results = main(["--ckpt", str(checkpoint), *TEXTS])
+    rows = parse(capsys.readouterr().out)
+    assert [text for _, _, text in rows] == TEXTS
+    for (label, probability, _), result in zip(rows, results):
+        assert label in ("negative", "positive") and label == result.label
+        assert 0.5 <= probability <= 1.0 and probability == pytest.approx(result.probability, abs=1e-4)
+        assert sum(result.probabilities) == pytest.approx(1.0)
+        assert result.probability == max(result.probabilities)
+
+
+def test_file_with_one_review_per_line(checkpoint, tmp_path, capsys):
+    reviews = tmp_path / "reviews.txt"
+    reviews.write_text("\n".join([TEXTS[0], "", TEXTS[1], "   ", TEXTS[2]]) + "\n", encoding="utf-8")
+    results = main(["--ckpt", str(checkpoint), "--file", str(reviews)])
+    assert [r.text for r in results] == TEXTS
+    assert len(parse(capsys.readouterr().out)) == 3
+
+
+def test_predictions_match_the_model_and_ignore_batching(checkpoint):
+    """Each text's probabilities are the model's softmax on it alone, whatever else shares its batch."""
+    from torch_lstm_manual.classifier import SentimentClassifier
+    from torch_lstm_manual.data import load_encoder
+
+    together = predict(TEXTS, checkpoint, batch_size=3)
+    model = SentimentClassifier.load_from_checkpoint(checkpoint, map_location="cpu").eval()
+    encoder = load_encoder(checkpoint.parent)
+    for text, result in zip(TEXTS, together):
+        tokens, lengths = encoder([text])
+        with torch.no_grad():
+            expected = torch.softmax(model(tokens, lengths), dim=-1)[0]
+        torch.testing.assert_close(torch.tensor(result.probabilities), expected, rtol=1e-5, atol=1e-6)
+    one_by_one = predict(TEXTS, checkpoint, batch_size=1)
+    for a, b in zip(together, one_by_one):
+        assert a.probabilities == pytest.approx(b.probabilities, abs=1e-6)
+
+
+def test_artifacts_are_found_above_the_checkpoint(checkpoint, tmp_path):
+    nested = checkpoint.parent / "copies" / "deeper"
+    nested.mkdir(parents=True, exist_ok=True)
+    copy = nested / checkpoint.name
+    shutil.copy(checkpoint, copy)
+    assert find_artifacts(copy) == checkpoint.parent
+    assert predict(TEXTS[:1], copy)[0].probabilities == pytest.approx(predict(TEXTS[:1], checkpoint)[0].probabilities)
+    lonely = tmp_path / "a" / "b" / "c" / "model.ckpt"
+    lonely.parent.mkdir(parents=True)
+    shutil.copy(checkpoint, lonely)
+    with pytest.raises(FileNotFoundError, match="no tokenizer.json next to the checkpoint"):
+        predict(TEXTS, lonely)
+
+
+def test_incompatible_vocabulary_is_a_clear_error(checkpoint, tmp_path, capsys):
+    """A tokenizer from another run, with more tokens than the model's embedding has rows."""
+    model_vocab = torch.load(checkpoint, weights_only=False)["hyper_parameters"]["vocab_size"]
+    words = [f"word{i}" for i in range(model_vocab + 10)]
+    other = tmp_path / "other_run"
+    other.mkdir()
+    save_artifacts(other, TextEncoder(tokenizer_from_words(words, max_length=64), ["negative", "positive"]))
+    with pytest.raises(ValueError, match="different training runs"):
+        predict(TEXTS, checkpoint, artifacts=other)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--ckpt", str(checkpoint), "--artifacts", str(other), *TEXTS])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"The tokenizer has {model_vocab + 12} tokens but the model's embedding has only {model_vocab}" in err  # + [PAD], [UNK]
+
+
+def test_label_count_mismatch_is_a_clear_error(checkpoint, tmp_path):
+    other = tmp_path / "three_labels"
+    other.mkdir()
+    shutil.copy(checkpoint.parent / "tokenizer.json", other / "tokenizer.json")
+    (other / "labels.json").write_text('{"class_names": ["neg", "neutral", "pos"]}')
+    with pytest.raises(ValueError, match="names 3 classes .* but the model has 2"):
+        predict(TEXTS, checkpoint, artifacts=other)
+
+
+def test_usage_errors(checkpoint, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--ckpt", str(checkpoint)])
+    assert exit_info.value.code == 2 and "give texts to classify" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--ckpt", str(tmp_path / "missing.ckpt"), "hello"])
+    assert "does not exist" in capsys.readouterr().err

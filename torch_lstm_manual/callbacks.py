@@ -1,0 +1,266 @@
+"""Callbacks of the training command: the learning-curve plot, ``last.ckpt`` after
+every epoch, the end-of-run summary, the predictions file, and the seeding that
+makes a resumed run repeat a straight one."""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+import tempfile
+import zlib
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
+
+CURVES = (("loss", "train_loss", "val_loss"), ("accuracy", "train_acc", "val_acc"))
+
+
+def _scalar(value: Any) -> float | None:
+    if isinstance(value, torch.Tensor):
+        return float(value.detach().cpu()) if value.numel() == 1 else None
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+class PlotMetrics(Callback):
+    """Writes a PNG of the loss and accuracy per epoch, train and validation, into
+    the run's log folder after every validation and training epoch (rank 0 only).
+
+    The history is part of the checkpoint, so a resumed run plots every epoch.
+    The file is written under a temporary name and renamed, so a reader never
+    sees half a PNG.
+
+    Args:
+        filename: name of the PNG inside the log folder.
+    """
+
+    def __init__(self, filename: str = "metrics.png") -> None:
+        if not filename or os.sep in filename or (os.altsep and os.altsep in filename):
+            raise ValueError(f"filename must be a plain file name without folders, got {filename!r}")
+        self.filename = filename
+        self.history: dict[int, dict[str, float]] = {}  # epoch -> metric name -> value
+        self.path: Path | None = None
+
+    # -- collection ---------------------------------------------------------
+
+    def _record(self, trainer: Trainer, names: tuple[str, ...]) -> None:
+        row = self.history.setdefault(trainer.current_epoch, {})
+        for name in names:
+            value = _scalar(trainer.callback_metrics.get(name))
+            if value is not None:
+                row[name] = value
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        self._record(trainer, ("val_loss", "val_acc"))
+        self.plot(trainer)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # Lightning computes the epoch's train metrics before this hook, after validation.
+        self._record(trainer, ("train_loss", "train_acc"))
+        self.plot(trainer)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": {int(epoch): dict(row) for epoch, row in self.history.items()}}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # Merged, not replaced: testing the best checkpoint after fitting loads an
+        # older history than the one this callback already holds.
+        for epoch, row in state_dict.get("history", {}).items():
+            self.history.setdefault(int(epoch), {}).update(row)
+
+    # -- drawing ------------------------------------------------------------
+
+    def plot_path(self, trainer: Trainer) -> Path:
+        return Path(trainer.log_dir or trainer.default_root_dir) / self.filename
+
+    def plot(self, trainer: Trainer) -> None:
+        """Draws the history into ``plot_path(trainer)`` (on rank 0)."""
+        path = self.plot_path(trainer)
+        self.path = path
+        if trainer.is_global_zero and self.history:
+            write_plot(self.history, path)
+
+
+def write_plot(history: dict[int, dict[str, float]], path: str | os.PathLike) -> None:
+    """Saves the curves of ``history`` (epoch -> metric -> value) as a PNG at ``path``, atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
+    from matplotlib.ticker import MaxNLocator
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure = Figure(figsize=(10, 4), layout="constrained")
+    for axes, (title, train_key, val_key) in zip(figure.subplots(1, 2), CURVES):
+        for key, style in ((train_key, "o-"), (val_key, "s--")):
+            points = sorted((epoch, row[key]) for epoch, row in history.items() if key in row)
+            if points:
+                epochs, values = zip(*points)
+                axes.plot([epoch + 1 for epoch in epochs], values, style, label=key)
+        axes.set_title(title)
+        axes.set_xlabel("epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.grid(True, alpha=0.3)
+        if axes.has_data():
+            axes.legend()
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".png", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            figure.savefig(file, format="png", dpi=100)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """Writes ``last.ckpt`` at every checkpoint opportunity (after each validation,
+    or each training epoch without validation), whatever the metrics, into the
+    folder of the run's other ``ModelCheckpoint`` (or the log folder).
+
+    Lightning 2.6's ``ModelCheckpoint(save_last=True)`` writes ``last.ckpt`` only
+    when it writes a top-k checkpoint at the same step: with ``save_top_k=1`` it is
+    a copy of the best checkpoint, and resuming from it would repeat epochs.
+
+    Args:
+        dirpath: the folder; None: that of the other ``ModelCheckpoint``, else the log folder.
+    """
+
+    def __init__(self, dirpath: str | None = None) -> None:
+        super().__init__(dirpath=dirpath, filename=self.CHECKPOINT_NAME_LAST, monitor=None, save_top_k=1,
+                         enable_version_counter=False)
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if self.dirpath is None:
+            for other in trainer.checkpoint_callbacks:
+                if other is not self and getattr(other, "dirpath", None):
+                    self.dirpath = other.dirpath
+                    break
+        super().setup(trainer, pl_module, stage)
+
+
+class RunSummary(Callback):
+    """Prints, at the end of fitting and of testing (rank 0), the accuracy reached and
+    where the checkpoints, the logs and the plot went."""
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        lines = []
+        checkpoint = trainer.checkpoint_callback
+        if isinstance(checkpoint, ModelCheckpoint) and checkpoint.monitor and checkpoint.best_model_score is not None:
+            lines.append(f"best {checkpoint.monitor}: {float(checkpoint.best_model_score):.4f}")
+        self._print("fit", trainer, lines)
+
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        value = _scalar(trainer.callback_metrics.get("test_acc"))
+        lines = [f"test accuracy: {value:.4f}"] if value is not None else []
+        self._print("test", trainer, lines)
+
+    @staticmethod
+    def _print(stage: str, trainer: Trainer, lines: list[str]) -> None:
+        log_dir = trainer.log_dir  # a collective call under DDP: every rank makes it
+        if not trainer.is_global_zero:
+            return
+        for checkpoint in trainer.checkpoint_callbacks:
+            if isinstance(checkpoint, LastCheckpoint) and checkpoint.best_model_path:
+                lines.append(f"last checkpoint: {checkpoint.best_model_path}")
+            elif isinstance(checkpoint, ModelCheckpoint) and checkpoint.best_model_path:
+                lines.append(f"best checkpoint: {checkpoint.best_model_path}")
+        if log_dir:
+            lines.append(f"logs: {log_dir}")
+        for callback in trainer.callbacks:
+            if isinstance(callback, PlotMetrics) and callback.path is not None and callback.path.is_file():
+                lines.append(f"plot: {callback.path}")
+        print("\n".join([f"\n== {stage} done =="] + lines), flush=True)
+
+
+class PredictionWriter(BasePredictionWriter):
+    """Writes the rows of ``predict`` (true label, predicted label, class
+    probabilities) to a CSV file in the run's log folder, in the order of the
+    predict dataloader; under DDP each rank writes its own file.
+
+    Args:
+        filename: name of the CSV file (``predictions-rank<r>.csv`` per rank under DDP).
+    """
+
+    def __init__(self, filename: str = "predictions.csv") -> None:
+        super().__init__(write_interval="batch")
+        self.filename = filename
+        self.rows: list[list] = []
+        self.path: Path | None = None
+
+    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.rows = []
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
+        names = getattr(trainer.datamodule, "class_names", None) or [str(i) for i in range(prediction.size(-1))]
+        labels = batch[2].tolist() if len(batch) > 2 else [-1] * prediction.size(0)
+        for label, row in zip(labels, prediction.tolist()):
+            best = max(range(len(row)), key=row.__getitem__)
+            self.rows.append([names[label] if label >= 0 else "", names[best], *(f"{p:.6f}" for p in row)])
+
+    def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        path = Path(trainer.log_dir or trainer.default_root_dir) / self.filename
+        if trainer.world_size > 1:
+            path = path.with_name(f"{path.stem}-rank{trainer.global_rank}{path.suffix}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        names = getattr(trainer.datamodule, "class_names", None)
+        width = len(self.rows[0]) - 2 if self.rows else 0
+        names = names if names and len(names) == width else [str(i) for i in range(width)]
+        with open(path, "w", newline="", encoding="utf-8") as file:
+            writer = csv.writer(file)
+            writer.writerow(["label", "predicted", *(f"p_{name}" for name in names)])
+            writer.writerows(self.rows)
+        self.path = path
+        print(f"predictions: {path}", flush=True)
+
+
+class ExactResume(Callback):
+    """Makes a run resumed from an epoch-end checkpoint (``--ckpt_path last``)
+    repeat the straight run, step for step.
+
+    * Before every training step it seeds ``torch``, ``random`` (and NumPy) from
+      the run's seed, the global step and the rank, so the random draws of a step
+      (dropout masks) do not depend on what ran before it in this process (a
+      resumed process never drew the earlier steps' numbers, and Lightning's
+      dataloader iterators draw a number when created, at different moments in a
+      resumed run).
+    * At the start of every training epoch it calls ``set_epoch(epoch)`` on the
+      train dataloader's batch sampler, when it has one (Lightning calls it only
+      on ``dataloader.sampler`` and ``dataloader.batch_sampler.sampler``), so a
+      seeded per-epoch order restarts at the right epoch.
+
+    Does nothing to the seeds when no seed was set (``seed_everything: false``).
+
+    Args:
+        seed: the base seed; None takes the one ``seed_everything`` set (``PL_GLOBAL_SEED``).
+    """
+
+    def __init__(self, seed: int | None = None) -> None:
+        self.seed = seed
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        loaders = trainer.train_dataloader
+        for loader in loaders if isinstance(loaders, (list, tuple)) else [loaders]:
+            set_epoch = getattr(getattr(loader, "batch_sampler", None), "set_epoch", None)
+            if callable(set_epoch):
+                set_epoch(trainer.current_epoch)
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
+        seed = self.seed if self.seed is not None else os.environ.get("PL_GLOBAL_SEED")
+        if seed is None:
+            return
+        step_seed = zlib.crc32(f"{int(seed)}:{trainer.global_step}:{trainer.global_rank}".encode())
+        random.seed(step_seed)
+        torch.manual_seed(step_seed)
+        try:
+            import numpy
+
+            numpy.random.seed(step_seed)
+        except ImportError:
+            pass

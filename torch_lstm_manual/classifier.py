@@ -1,0 +1,234 @@
+"""``SentimentClassifier``: embedding -> LSTM over the packed reviews -> linear head.
+
+Every batch is ``(tokens, lengths, labels)`` as the data modules of
+``torch_lstm_manual.data`` yield it: tokens (B, T) padded with 0, lengths (B,)
+on the CPU, labels (B,) (-1 where unknown). The reviews are packed, so no step of
+the LSTM runs on padding, and a review is represented by the final hidden state
+``h_n`` of the last layer (both directions side by side when bidirectional).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence
+from torchmetrics.classification import MulticlassAccuracy
+
+LSTM_IMPLS = ("manual", "torch")
+OPTIMIZERS = ("adamw", "sgd")
+LR_SCHEDULES = ("none", "cosine", "onecycle")
+
+
+def _check_int(name: str, value: object, smallest: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} should be of type int, got: {type(value).__name__}")
+    if value < smallest:
+        raise ValueError(f"{name} must be at least {smallest}, got {value}")
+
+
+def _check_float(name: str, value: object, low: float, high: float | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} should be a number, got: {type(value).__name__}")
+    if value < low or (high is not None and value > high) or math.isnan(value):
+        bounds = f"in range [{low}, {high}]" if high is not None else f"at least {low}"
+        raise ValueError(f"{name} must be {bounds}, got {value}")
+
+
+def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def warmup_cosine(step: int, total_steps: int, warmup_steps: int) -> float:
+    """The learning-rate factor at ``step``: linear from 0 to 1 over ``warmup_steps``,
+    then a half cosine from 1 down to 0 at ``total_steps``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class SentimentClassifier(LightningModule):
+    """Embedding -> LSTM -> dropout -> linear, trained with cross-entropy.
+
+    Args:
+        vocab_size: rows of the embedding (token ids are ``0 .. vocab_size - 1``, 0 is padding).
+            Linked from the data module's ``vocab_size`` by ``train.py``.
+        num_classes: classes to tell apart (2 for positive/negative). Linked from the data module.
+        embedding_dim: features of each token's embedding.
+        hidden_size: features of the LSTM's cell state (and of ``h`` without projection).
+        num_layers: stacked LSTM layers.
+        bidirectional: run each layer in both directions; the representation is both
+            directions' final ``h`` side by side.
+        proj_size: size of the projection of ``h`` in the LSTM (0: none).
+        dropout: dropout between LSTM layers (needs ``num_layers > 1``).
+        head_dropout: dropout on the representation, before the linear head.
+        lstm_impl: ``"manual"``: this package's hand-derived ``LSTM``; ``"torch"``:
+            ``torch.nn.LSTM`` with the same everything, for side-by-side comparison.
+        optimizer: ``"adamw"`` or ``"sgd"`` (plain SGD with ``momentum``).
+        lr: the learning rate (the peak rate with a schedule).
+        weight_decay: decoupled weight decay for AdamW, L2 penalty for SGD.
+        momentum: SGD momentum (ignored by AdamW); 0 for plain SGD.
+        lr_schedule: ``"none"`` (constant), ``"cosine"`` (linear warm-up then cosine
+            decay to 0 over the whole run) or ``"onecycle"`` (``torch.optim.lr_scheduler.OneCycleLR``).
+            Both step every optimizer step and need a run of known length (``max_epochs`` or ``max_steps``).
+        warmup_fraction: the fraction of the run spent warming up (``"cosine"``) or
+            rising to the peak (``"onecycle"``'s ``pct_start``).
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        num_classes: int = 2,
+        embedding_dim: int = 128,
+        hidden_size: int = 128,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        dropout: float = 0.0,
+        head_dropout: float = 0.2,
+        lstm_impl: Literal["manual", "torch"] = "manual",
+        optimizer: Literal["adamw", "sgd"] = "adamw",
+        lr: float = 2e-3,
+        weight_decay: float = 0.01,
+        momentum: float = 0.9,
+        lr_schedule: Literal["none", "cosine", "onecycle"] = "none",
+        warmup_fraction: float = 0.1,
+    ) -> None:
+        super().__init__()
+        _check_int("vocab_size", vocab_size, 2)
+        _check_int("num_classes", num_classes, 2)
+        _check_int("embedding_dim", embedding_dim, 1)
+        _check_choice("lstm_impl", lstm_impl, LSTM_IMPLS)
+        _check_choice("optimizer", optimizer, OPTIMIZERS)
+        _check_choice("lr_schedule", lr_schedule, LR_SCHEDULES)
+        _check_float("head_dropout", head_dropout, 0.0, 1.0)
+        _check_float("lr", lr, 0.0)
+        _check_float("weight_decay", weight_decay, 0.0)
+        _check_float("momentum", momentum, 0.0)
+        _check_float("warmup_fraction", warmup_fraction, 0.0, 1.0)
+        self.save_hyperparameters()
+
+        if lstm_impl == "manual":
+            from .lstm import LSTM  # the core, imported only when used
+        else:
+            LSTM = nn.LSTM
+        # The LSTM checks hidden_size, num_layers, proj_size and dropout with nn.LSTM's own messages.
+        self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=0)
+        self.lstm = LSTM(
+            embedding_dim, hidden_size, num_layers=num_layers, batch_first=True,
+            dropout=dropout, bidirectional=bidirectional, proj_size=proj_size,
+        )
+        self.num_directions = 2 if bidirectional else 1
+        features = (proj_size or hidden_size) * self.num_directions
+        self.head_dropout = nn.Dropout(head_dropout)
+        self.head = nn.Linear(features, num_classes)
+
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+
+    # ------------------------------------------------------------------
+    # Model
+
+    def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        """Class logits (B, C) of the padded token ids ``tokens`` (B, T) whose
+        true lengths (B,) are ``lengths``; padding never enters the LSTM."""
+        if tokens.dim() != 2:
+            raise ValueError(f"tokens must be a 2-D (B, T) tensor of token ids, got shape {tuple(tokens.shape)}")
+        if lengths.shape != tokens.shape[:1]:
+            raise ValueError(
+                f"lengths must have one entry per row of tokens. Expected shape ({tokens.size(0)},), "
+                f"got {tuple(lengths.shape)}"
+            )
+        emb = self.embedding(tokens)  # (B, T, E)
+        packed = pack_padded_sequence(emb, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        _, (h_n, _) = self.lstm(packed)  # h_n: (L * D, B, P), in the batch's original order
+        last = h_n[-self.num_directions :]  # (D, B, P): the last layer's directions
+        features = last.transpose(0, 1).reshape(tokens.size(0), -1)  # (B, D * P)
+        return self.head(self.head_dropout(features))  # (B, C)
+
+    def _shared_step(self, batch, stage: str, metric: MulticlassAccuracy) -> Tensor:
+        tokens, lengths, labels = batch  # (B, T), (B,), (B,)
+        logits = self(tokens, lengths)  # (B, C)
+        loss = F.cross_entropy(logits, labels)
+        metric.update(logits, labels)
+        batch_size = labels.size(0)
+        # Epoch means; under DDP the loss is averaged over the ranks at the epoch's
+        # end (sync_dist) and the accuracy metric syncs its own counts.
+        self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, batch_size=batch_size,
+                 sync_dist=True, prog_bar=stage == "train")
+        self.log(f"{stage}_acc", metric, on_step=False, on_epoch=True, batch_size=batch_size,
+                 prog_bar=stage == "val")
+        return loss
+
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        return self._shared_step(batch, "train", self.train_acc)
+
+    def validation_step(self, batch, batch_idx: int) -> Tensor:
+        return self._shared_step(batch, "val", self.val_acc)
+
+    def test_step(self, batch, batch_idx: int) -> Tensor:
+        return self._shared_step(batch, "test", self.test_acc)
+
+    def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+        """Class probabilities (B, C) of a ``(tokens, lengths, labels)`` batch (labels ignored)."""
+        tokens, lengths = batch[0], batch[1]
+        return torch.softmax(self(tokens, lengths), dim=-1)  # (B, C)
+
+    # ------------------------------------------------------------------
+    # Optimization
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        if hp.optimizer == "adamw":
+            optimizer = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        else:
+            optimizer = torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+        if hp.lr_schedule == "none":
+            return optimizer
+        total_steps = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total_steps) or total_steps < 1:
+            raise ValueError(
+                f"lr_schedule={hp.lr_schedule!r} needs a run of known length: set trainer.max_epochs or "
+                f"trainer.max_steps (the trainer estimates {total_steps} optimizer steps)"
+            )
+        total_steps = int(total_steps)
+        if hp.lr_schedule == "onecycle":
+            scheduler = torch.optim.lr_scheduler.OneCycleLR(
+                optimizer, max_lr=hp.lr, total_steps=total_steps, pct_start=hp.warmup_fraction,
+                cycle_momentum=hp.optimizer == "sgd" and hp.momentum > 0,
+            )
+        else:
+            warmup_steps = int(hp.warmup_fraction * total_steps)
+            scheduler = torch.optim.lr_scheduler.LambdaLR(
+                optimizer, lambda step: warmup_cosine(step, total_steps, warmup_steps)
+            )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ------------------------------------------------------------------
+    # Artifacts
+
+    def artifacts_dir(self) -> Path | None:
+        """Where the tokenizer and labels of this run go: the checkpoint folder, else
+        the logger's folder; None for a run that keeps neither checkpoints nor logs."""
+        callback = self.trainer.checkpoint_callback
+        if callback is not None and getattr(callback, "dirpath", None):
+            return Path(callback.dirpath)
+        return Path(self.trainer.log_dir) if self.trainer.loggers and self.trainer.log_dir else None
+
+    def on_fit_start(self) -> None:
+        """Saves the data module's tokenizer and labels next to the checkpoints
+        (rank 0 only), so that prediction uses the training vocabulary."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        save = getattr(datamodule, "save_artifacts", None)
+        directory = self.artifacts_dir()
+        if callable(save) and directory is not None and self.trainer.is_global_zero:
+            directory.mkdir(parents=True, exist_ok=True)
+            save(directory)
