@@ -39,6 +39,7 @@ starts at its own last element, so the running set grows instead of shrinking.
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable, NamedTuple, Optional, Sequence
 
 import torch
@@ -97,6 +98,37 @@ def previous_rows(batch_sizes: Sequence[int], reverse: bool, device) -> Tensor:
     prev = prev.clamp(0, T - 1)
     ran = inside & (row < bs[prev])
     return torch.where(ran, offsets[prev] + row, N + row)  # (N,)
+
+
+def _recurrent_weight_grad(d_z: Tensor, y: Tensor, h0: Tensor, batch_sizes: Sequence[int], reverse: bool) -> Tensor:
+    """``dW_hh = dZ^T H_prev`` (G, P) without gathering ``H_prev`` (N, P): one
+    product per run of rows whose previous states lie contiguous in ``y`` or ``h0``."""
+    N, B = d_z.shape[0], batch_sizes[0]
+    if batch_sizes[-1] == B:  # every step runs every sequence: H_prev is y shifted by one step
+        first, later, before = (d_z[N - B :], d_z[: N - B], y[B:]) if reverse else (d_z[:B], d_z[B:], y[: N - B])
+        return first.t().mm(h0) + later.t().mm(before)  # (G, P)
+    steps = make_steps(batch_sizes, reverse)
+    blocks, prev = [], None  # [first row of d_z, 0 (y) or 1 (h0), first row there, rows]
+    for t in steps.order:
+        lo, b = steps.offsets[t], steps.sizes[t]
+        ran = 0 if prev is None else min(b, steps.sizes[prev])
+        if ran:
+            blocks.append([lo, 0, steps.offsets[prev], ran])
+        if b > ran:
+            blocks.append([lo + ran, 1, ran, b - ran])
+        prev = t
+    merged = []
+    for block in sorted(blocks):
+        last = merged[-1] if merged else None
+        if last and last[1] == block[1] and last[0] + last[3] == block[0] and last[2] + last[3] == block[2]:
+            last[3] += block[3]
+        else:
+            merged.append(block)
+    d_w_hh = None
+    for lo, source, start, n in merged:
+        term = d_z[lo : lo + n].t().mm((y, h0)[source][start : start + n])  # (G, P)
+        d_w_hh = term if d_w_hh is None else d_w_hh + term
+    return d_w_hh
 
 
 def _resize(state: Tensor, n: int, init: Tensor, finished: list) -> Tensor:
@@ -275,6 +307,8 @@ class LSTMFunction(torch.autograd.Function):
         x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse, backend = inputs
         y, _, _, gates, cs = output
         ctx.mark_non_differentiable(gates, cs)
+        # Unused outputs get None, not zeros: no (N, G) zeros for ``gates`` in backward.
+        ctx.set_materialize_grads(False)
         ctx.save_for_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, y, gates, cs)
         ctx.batch_sizes, ctx.reverse, ctx.backend = batch_sizes, reverse, backend
 
@@ -282,6 +316,9 @@ class LSTMFunction(torch.autograd.Function):
     def backward(ctx, d_y, d_hn, d_cn, _d_gates, _d_cs):
         x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, y, gates, cs = ctx.saved_tensors
         need = ctx.needs_input_grad
+        d_y = torch.zeros_like(y) if d_y is None else d_y
+        d_hn = torch.zeros_like(h0) if d_hn is None else d_hn
+        d_cn = torch.zeros_like(c0) if d_cn is None else d_cn
         padded = ctx.batch_sizes is None
         rows = x.flatten(0, 1) if padded else x  # (N, I)
         sizes = (x.shape[1],) * x.shape[0] if padded else ctx.batch_sizes
@@ -306,9 +343,7 @@ class LSTMFunction(torch.autograd.Function):
         if need[3]:
             d_w_ih = d_z.t().mm(rows)  # (G, I)
         if need[4]:
-            prev = previous_rows(sizes, ctx.reverse, y.device)  # (N,)
-            h_prev = torch.cat([y, h0]).index_select(0, prev)  # (N, P)
-            d_w_hh = d_z.t().mm(h_prev)  # (G, P)
+            d_w_hh = _recurrent_weight_grad(d_z, y, h0, sizes, ctx.reverse)  # (G, P)
         if need[5] or need[6]:
             d_b = d_z.sum(0)  # (G,)
             d_b_ih = d_b if need[5] else None
@@ -332,6 +367,11 @@ class LSTMFunction(torch.autograd.Function):
         )
 
 
+# Function.apply binds the arguments to ``inspect.signature(forward)`` on every
+# call (with setup_context); computed once here, that is ~60 us less per layer.
+LSTMFunction.forward.__signature__ = inspect.signature(LSTMFunction.forward)
+
+
 def lstm_layer(
     x: Tensor,
     h0: Tensor,
@@ -346,6 +386,12 @@ def lstm_layer(
     backend: str = "python",
 ):
     """Run :class:`LSTMFunction` and return ``(y, h_n, c_n)``."""
+    if backend == "native" and backend not in BACKENDS:
+        from .native import load  # built on first use
+
+        reason = load()
+        if reason is not None:
+            raise RuntimeError(f"backend='native' is not available: {reason}")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {sorted(BACKENDS)}, got {backend!r}")
     sizes = None if batch_sizes is None else tuple(int(b) for b in batch_sizes)

@@ -24,16 +24,16 @@ def resolve_backend(backend: str, x: Tensor) -> str:
         raise ValueError(f"backend must be one of {BACKEND_CHOICES}, got {backend!r}")
     if backend == "python":
         return backend
-    from .native import native_supports  # imported late: it may compile on first use
+    from .native import load, native_supports  # imported late: it may compile on first use
 
     if native_supports(x):
         return "native"
     if backend == "native":
+        if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
+            raise RuntimeError(f"backend='native' is not available: {load()}. Use backend='auto' or 'python'.")
         raise RuntimeError(
-            f"backend='native' runs float32 and float64 tensors on the CPU when the native "
-            f"extension is built; got a {x.dtype} tensor on {x.device}"
-            + ("" if "native" in BACKENDS else " and the extension is not available")
-            + ". Use backend='auto' or 'python'."
+            f"backend='native' runs float32 and float64 tensors on the CPU; got a {x.dtype} tensor "
+            f"on {x.device}. Use backend='auto' or 'python'."
         )
     return "python"
 

@@ -1,12 +1,122 @@
-"""Compiled time loops for :class:`~torch_lstm_manual.functional.LSTMFunction`."""
+"""Compiled time loops for :class:`~torch_lstm_manual.functional.LSTMFunction`.
+
+``loops.cpp`` and ``cells.cpp`` hold the same two loops as
+:func:`~torch_lstm_manual.functional.forward_loop` and
+:func:`~torch_lstm_manual.functional.backward_loop` (same arguments, same
+results), for float32 and float64 tensors on the CPU. They are compiled with
+``torch.utils.cpp_extension.load`` the first time a backend is resolved
+(``backend="auto"`` or ``"native"``), never at import, and cached in torch's
+extension directory (``TORCH_EXTENSIONS_DIR``, default
+``~/.cache/torch_extensions``), so later processes only load the library.
+
+When the build succeeds the loops are registered as ``BACKENDS["native"]``.
+When it fails (no compiler, no ninja, ...), ``auto`` runs the Python loops
+after one warning per process that names the cause, and ``"native"`` raises.
+``TORCH_LSTM_MANUAL_NATIVE=0`` in the environment skips the build (no warning).
+"""
 
 from __future__ import annotations
 
+import os
+import re
+import threading
+import warnings
+from typing import Optional
+
 import torch
 
-from ..functional import BACKENDS
+from ..functional import BACKENDS, Loops
+
+ENV_SWITCH = "TORCH_LSTM_MANUAL_NATIVE"
+_SOURCES = ("loops.cpp", "cells.cpp")
+
+_lock = threading.Lock()
+_tried = False
+_error: Optional[str] = None  # why the native loops are unavailable, once tried
+_ext = None  # the compiled module
+
+
+def _build(portable: bool = False):
+    """Compile the extension (or load it from the cache) and return the module.
+
+    ``portable`` leaves out what depends on this CPU and on torch's BLAS
+    exporting its symbols (AVX2, direct sgemm_/dgemm_ calls): the fallback
+    when the full build does not compile or load.
+    """
+    from torch.utils import cpp_extension
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    name, cflags, ldflags = "torch_lstm_manual_native", ["-O3"], []
+    config = torch.__config__.show()
+    if "OpenMP" in torch.__config__.parallel_info().split("ATen parallel backend:")[-1]:
+        # One parallel region per loop, in the OpenMP runtime torch already loaded.
+        cflags, ldflags = cflags + ["-fopenmp"], ldflags + ["-fopenmp"]
+    if portable:
+        name += "_portable"
+    else:
+        if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
+            # The vectorised gate arithmetic of cells.cpp; the name keeps the
+            # builds for different CPUs apart in a shared cache.
+            name, cflags = name + "_avx2", cflags + ["-mavx2", "-mfma"]
+        if re.search(r"\bBLAS_INFO=\w", config):
+            cflags.append("-DLSTM_FORTRAN_BLAS")  # call sgemm_/dgemm_ of torch's BLAS directly
+        if re.search(r"\bBLAS_INFO=mkl\b", config):
+            cflags.append("-DLSTM_MKL")  # single-threaded MKL calls inside the loops' threads
+    sources = [os.path.join(here, s) for s in _SOURCES]
+    return cpp_extension.load(name, sources, extra_cflags=cflags, extra_ldflags=ldflags, verbose=False)
+
+
+def _batch_sizes(batch_sizes):
+    """A list or tuple of ints, as the extension takes them."""
+    if isinstance(batch_sizes, torch.Tensor):
+        return batch_sizes.tolist()
+    return batch_sizes if isinstance(batch_sizes, (list, tuple)) else list(batch_sizes)
+
+
+def forward_loop(xw, h0, c0, w_hh, w_hr, batch_sizes, reverse, save=True):
+    """:func:`~torch_lstm_manual.functional.forward_loop`, compiled."""
+    y, gates, cs, h_n, c_n = _ext.forward(xw, h0, c0, w_hh, w_hr, _batch_sizes(batch_sizes), bool(reverse), bool(save))
+    return y, gates, cs, h_n, c_n
+
+
+def backward_loop(d_y, d_hn, d_cn, gates, cs, c0, w_hh, w_hr, batch_sizes, reverse):
+    """:func:`~torch_lstm_manual.functional.backward_loop`, compiled."""
+    d_z, d_h, d_h0, d_c0 = _ext.backward(d_y, d_hn, d_cn, gates, cs, c0, w_hh, w_hr, _batch_sizes(batch_sizes), bool(reverse))
+    return d_z, d_h, d_h0, d_c0
+
+
+def load() -> Optional[str]:
+    """Build and register the native loops, once per process.
+
+    Returns None when ``BACKENDS["native"]`` is registered, else why not.
+    """
+    global _tried, _error, _ext
+    with _lock:
+        if _tried:
+            return _error
+        _tried = True
+        if os.environ.get(ENV_SWITCH, "1").strip().lower() in ("0", "false", "off", "no"):
+            _error = f"disabled by the environment variable {ENV_SWITCH}={os.environ[ENV_SWITCH]}"
+            return _error
+        try:
+            try:
+                _ext = _build()
+            except Exception:
+                _ext = _build(portable=True)
+        except Exception as error:  # a failed build of any kind means: run the Python loops
+            # The first line says what failed; a compiler's own message is at the end.
+            lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [""]
+            cause = lines[0][:200] + (" ... " + " ".join(lines[1:])[-300:] if len(lines) > 1 else "")
+            _error = f"the C++ extension failed to build ({type(error).__name__}: {cause})"
+            warnings.warn(f"torch_lstm_manual: {_error}; using the Python loops instead.", RuntimeWarning, stacklevel=2)
+            return _error
+        BACKENDS["native"] = Loops(forward_loop, backward_loop)
+        return None
 
 
 def native_supports(x: torch.Tensor) -> bool:
-    """Whether the native loops are built and run tensors like ``x``."""
-    return "native" in BACKENDS and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+    """Whether the native loops run tensors like ``x``: float32 or float64 on the
+    CPU, once the extension is built (the first call builds it)."""
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+        return False
+    return load() is None

@@ -1,0 +1,246 @@
+"""The native (C++) time loops against the Python reference, and their loader.
+
+Every fast path is checked against the readable loops of ``functional.py``,
+result for result, and through ``LSTM(backend="native")`` against
+``torch.nn.LSTM``. float64 uses the default tolerances. float32 uses
+``FLOAT32``: the native and the reference loops both round every product and
+activation to float32 (~6e-8 relative), in different orders and with a
+polynomial exp/tanh in the native gates (a few ulp); through T steps and
+sums over N rows the differences grow to a few 1e-6 of the values' scale, as
+between nn.LSTM and the Python loops themselves.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+import torch_lstm_manual.native as native
+from torch_lstm_manual import LSTM, lstm_layer
+from torch_lstm_manual.functional import BACKENDS, backward_loop, forward_loop
+from torch_lstm_manual.lstm import resolve_backend
+
+from helpers import assert_all_close, run, twins
+
+FLOAT32 = {"rtol": 1e-4, "atol": 1e-5}
+TOL = {torch.float64: {}, torch.float32: FLOAT32}
+
+needs_native = pytest.mark.skipif(
+    native.load() is not None, reason=f"native extension unavailable: {native.load()}"
+)
+
+# batch_sizes: equal lengths, packed with lengths 1..max, a single step, one
+# row. Long enough ones (x 24 rows, H = 72) run the loops on several threads.
+SIZES = [(3, 3, 3), (5, 4, 4, 2, 1), (2,), (1, 1, 1), (4, 3, 1, 1)]
+
+
+def loop_inputs(sizes, H, P, dtype, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    N, B, P_ = sum(sizes), sizes[0], P or H
+
+    def rand(*shape, scale=1.0):
+        return torch.randn(*shape, generator=gen, dtype=torch.float64).mul(scale).to(dtype)
+
+    xw, h0, c0 = rand(N, 4 * H), rand(B, P_), rand(B, H)
+    w_hh, w_hr = rand(4 * H, P_, scale=0.3), rand(P_, H, scale=0.3) if P else None
+    return xw, h0, c0, w_hh, w_hr
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("sizes", SIZES)
+@pytest.mark.parametrize("H, P", [(5, 0), (72, 0), (72, 20)])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("scale", [1, 24])
+def test_loops_match_reference(dtype, sizes, H, P, reverse, scale):
+    sizes = [b * scale for b in sizes]
+    xw, h0, c0, w_hh, w_hr = loop_inputs(sizes, H, P, dtype)
+    loops = BACKENDS["native"]
+    expected = forward_loop(xw, h0, c0, w_hh, w_hr, sizes, reverse)
+    assert_all_close(loops.forward(xw, h0, c0, w_hh, w_hr, sizes, reverse), expected, **TOL[dtype])
+    # Inference: the same outputs, nothing saved; batch_sizes as a tensor.
+    y, gates, cs, h_n, c_n = loops.forward(xw, h0, c0, w_hh, w_hr, torch.tensor(sizes), reverse, save=False)
+    assert gates is None and cs is None
+    assert_all_close([y, h_n, c_n], [expected[0], expected[3], expected[4]], **TOL[dtype])
+
+    y, gates, cs = expected[:3]
+    gen = torch.Generator().manual_seed(1)
+    d_y, d_hn, d_cn = (torch.randn(t.shape, generator=gen, dtype=torch.float64).to(dtype) for t in (y, h0, c0))
+    args = (d_y, d_hn, d_cn, gates, cs, c0, w_hh, w_hr, sizes, reverse)
+    assert_all_close(loops.backward(*args), backward_loop(*args), **TOL[dtype])
+
+
+@needs_native
+@pytest.mark.parametrize("threads", [1, 2])
+def test_thread_count_does_not_change_results(threads):
+    sizes = [64] * 6 + [40, 9, 1]
+    xw, h0, c0, w_hh, w_hr = loop_inputs(sizes, 128, 0, torch.float64)
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = BACKENDS["native"].forward(xw, h0, c0, w_hh, w_hr, sizes, True)
+    finally:
+        torch.set_num_threads(old)
+    assert_all_close(got, forward_loop(xw, h0, c0, w_hh, w_hr, sizes, True))
+
+
+@needs_native
+def test_rejects_bad_batch_sizes():
+    xw, h0, c0, w_hh, _ = loop_inputs([2, 3], 4, 0, torch.float64)
+    with pytest.raises(RuntimeError, match="non-increasing"):
+        BACKENDS["native"].forward(xw, h0[:2], c0[:2], w_hh, None, [2, 3], False)
+    with pytest.raises(RuntimeError, match=r"xw must be \(4, 16\)"):
+        BACKENDS["native"].forward(xw, h0, c0, w_hh, None, [2, 2], False)
+
+
+# --------------------------------------------------------------------------
+# Through the module, against torch.nn.LSTM.
+
+MODULES = [
+    dict(input_size=3, hidden_size=5),
+    dict(input_size=3, hidden_size=5, bias=False),
+    dict(input_size=4, hidden_size=6, num_layers=2, bidirectional=True),
+    dict(input_size=4, hidden_size=6, proj_size=3, bidirectional=True),
+    dict(input_size=4, hidden_size=6, batch_first=True),
+]
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("kwargs", MODULES, ids=lambda k: ",".join(f"{a}={b}" for a, b in k.items()))
+@pytest.mark.parametrize("packing", ["padded", "sorted", "unsorted"])
+def test_module_matches_nn_lstm(dtype, kwargs, packing):
+    ref, ours = twins("native", dtype=dtype, **kwargs)
+    T, B = 6, 4
+    shape = (B, T) if kwargs.get("batch_first") else (T, B)
+    x = torch.randn(*shape, kwargs["input_size"], dtype=dtype)
+    D = 2 if kwargs.get("bidirectional") else 1
+    L = kwargs.get("num_layers", 1)
+    hx = (torch.randn(L * D, B, kwargs.get("proj_size") or kwargs["hidden_size"], dtype=dtype),
+          torch.randn(L * D, B, kwargs["hidden_size"], dtype=dtype))
+    lengths = {"padded": None, "sorted": [6, 4, 4, 1], "unsorted": [1, 6, 3, 6]}[packing]
+    sorted_ = packing != "unsorted"
+    assert_all_close(run(ours, x, hx, lengths, sorted_), run(ref, x, hx, lengths, sorted_), **TOL[dtype])
+
+
+@needs_native
+def test_module_uses_native_loops(monkeypatch):
+    """``auto`` resolves to native on CPU float tensors, and both loops run."""
+    calls = []
+    loops = BACKENDS["native"]
+    spy = type(loops)(
+        lambda *a, **k: calls.append("forward") or loops.forward(*a, **k),
+        lambda *a, **k: calls.append("backward") or loops.backward(*a, **k),
+    )
+    monkeypatch.setitem(BACKENDS, "native", spy)
+    ours = LSTM(3, 5)
+    assert resolve_backend("auto", torch.zeros(1)) == "native"
+    ours(torch.randn(4, 2, 3))[0].sum().backward()
+    assert calls == ["forward", "backward"]
+
+
+@needs_native
+@pytest.mark.parametrize("proj", [0, 2])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_gradcheck(proj, reverse):
+    gen = torch.Generator().manual_seed(0)
+    H, P, I, sizes = 4, proj or 4, 3, (3, 2, 2, 1)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=gen, dtype=torch.float64, requires_grad=True)
+
+    inputs = (rand(sum(sizes), I), rand(3, P), rand(3, H), rand(4 * H, I), rand(4 * H, P), rand(4 * H), rand(4 * H))
+    w_hr = rand(P, H) if proj else None
+
+    def f(x, h0, c0, w_ih, w_hh, b_ih, b_hh, *w):
+        return lstm_layer(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w[0] if w else None, sizes, reverse, "native")
+
+    assert torch.autograd.gradcheck(f, inputs + ((w_hr,) if proj else ()))
+
+
+@needs_native
+def test_float32_error_no_worse_than_nn_lstm():
+    """The polynomial exp and tanh of the native float32 gates keep the error
+    at nn.LSTM's own level, against float64, on outputs and every gradient."""
+    torch.manual_seed(0)
+    ref64 = nn.LSTM(32, 64, dtype=torch.float64)
+    ref32 = nn.LSTM(32, 64)
+    ref32.load_state_dict(ref64.state_dict())
+    ours = LSTM.from_torch(ref32, backend="native")
+    x = torch.randn(50, 16, 32, dtype=torch.float64)
+    upstream = [torch.randn(50, 16, 64, dtype=torch.float64), torch.randn(2, 1, 16, 64, dtype=torch.float64)]
+
+    def results(module, dtype):
+        x_ = x.to(dtype).requires_grad_()
+        out, (h_n, c_n) = module(x_)
+        loss = (out * upstream[0].to(dtype)).sum() + (torch.stack([h_n, c_n]) * upstream[1].to(dtype)).sum()
+        return [out, h_n, c_n, *torch.autograd.grad(loss, [x_, *module.parameters()])]
+
+    exact = results(ref64, torch.float64)
+
+    def error(module):
+        return max(((a.double() - e).abs().max() / e.abs().max()).item() for a, e in zip(results(module, torch.float32), exact))
+
+    assert error(ours) <= 1.5 * error(ref32)
+
+
+# --------------------------------------------------------------------------
+# The loader: lazy, and a failed build falls back to Python with one warning.
+
+
+def test_import_does_not_build():
+    code = (
+        "import torch_lstm_manual, torch_lstm_manual.native as n\n"
+        "from torch_lstm_manual.functional import BACKENDS\n"
+        "assert not n._tried and 'native' not in BACKENDS\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.fixture
+def fresh_loader(monkeypatch):
+    """The loader as in a new process: not tried yet, nothing registered."""
+    monkeypatch.setattr(native, "_tried", False)
+    monkeypatch.setattr(native, "_error", None)
+    monkeypatch.setattr(native, "_ext", None)
+    monkeypatch.delitem(BACKENDS, "native", raising=False)
+    return monkeypatch
+
+
+def test_failed_build_falls_back_with_one_warning(fresh_loader):
+    def broken_build(portable=False):
+        raise OSError("no C++ compiler found")
+
+    fresh_loader.setattr(native, "_build", broken_build)
+    x = torch.zeros(2, 1, 3)
+    with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler found") as record:
+        assert resolve_backend("auto", x) == "python"
+        assert resolve_backend("auto", x) == "python"
+        with pytest.raises(RuntimeError, match="backend='native' is not available: .*no C\\+\\+ compiler found"):
+            resolve_backend("native", x)
+        LSTM(3, 4)(x)[0].sum().backward()  # runs, in Python
+        h0 = torch.zeros(1, 4)
+        with pytest.raises(RuntimeError, match="backend='native' is not available"):
+            lstm_layer(x, h0, h0, torch.zeros(16, 3), torch.zeros(16, 4), backend="native")
+    assert len(record) == 1
+    assert "native" not in BACKENDS
+
+
+def test_environment_switch_disables_without_warning(fresh_loader, recwarn):
+    fresh_loader.setenv(native.ENV_SWITCH, "0")
+    fresh_loader.setattr(native, "_build", lambda **_: pytest.fail("built despite the switch"))
+    assert resolve_backend("auto", torch.zeros(1)) == "python"
+    with pytest.raises(RuntimeError, match=native.ENV_SWITCH):
+        resolve_backend("native", torch.zeros(1))
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+def test_unsupported_dtype_does_not_build(fresh_loader):
+    fresh_loader.setattr(native, "_build", lambda **_: pytest.fail("built for a float16 input"))
+    assert resolve_backend("auto", torch.zeros(1, dtype=torch.float16)) == "python"
+    with pytest.raises(RuntimeError, match="float32 and float64 tensors on the CPU; got a torch.float16"):
+        resolve_backend("native", torch.zeros(1, dtype=torch.float16))

@@ -1,0 +1,343 @@
+// The two LSTM time loops of torch_lstm_manual/functional.py, compiled.
+//
+// Same arguments and results as the Python reference `forward_loop` and
+// `backward_loop`, which hold the math and the packed layout; this file only
+// changes how the work is laid out:
+//
+// * One parallel region for the whole loop. Thread k owns a slice of the
+//   hidden units (columns): it computes the recurrent product for the four
+//   gate rows of its units only, then the cell update of its units, and waits
+//   at one barrier per step (two with a projection) for the others.
+// * BLAS (sgemm_/dgemm_ of the BLAS torch links, MKL here) for every
+//   product, into buffers allocated once before the loop.
+// * The gate arithmetic of a step is one fused pass over the rows; the
+//   backward pass recomputes tanh(c) inline instead of keeping (N, H) factors.
+// * Packed sequences: step t touches its batch_sizes[t] running rows only.
+//
+// Shapes: T, B, I, H, P (time, batch, input, hidden, projection), G = 4H,
+// N = sum(batch_sizes); b is the rows of the current step.
+
+#include <ATen/ATen.h>
+#include <torch/csrc/utils/pybind.h>
+#include <ATen/Parallel.h>
+#include <c10/core/GradMode.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace {
+
+using at::Tensor;
+
+}  // namespace
+
+// The fused gate arithmetic of one row and nu hidden units, in cells.cpp.
+// Gate k of a row is at `gates + k * H` (and `xw + k * H`, `d_z + k * H`).
+template <typename T>
+void cell_forward(int64_t nu, const T* z, const T* xw, int64_t H, T* c, T* m, T* gates, T* cs);
+template <typename T>
+void cell_backward(int64_t nu, const T* gates, int64_t H, const T* c, const T* c_prev, const T* dm_a,
+                   const T* dm_b, T* dc, T* d_z);
+
+namespace {
+
+#ifdef LSTM_FORTRAN_BLAS
+// The BLAS that torch links (MKL, OpenBLAS, ...), called directly: no tensor,
+// no dispatch per product. 32-bit integers, as torch's own calls.
+extern "C" {
+void sgemm_(const char*, const char*, const int*, const int*, const int*, const float*, const float*,
+            const int*, const float*, const int*, const float*, float*, const int*);
+void dgemm_(const char*, const char*, const int*, const int*, const int*, const double*, const double*,
+            const int*, const double*, const int*, const double*, double*, const int*);
+}
+inline void blas_gemm(const char* ta, const char* tb, const int* m, const int* n, const int* k, const float* al,
+                      const float* a, const int* lda, const float* b, const int* ldb, const float* be, float* c,
+                      const int* ldc) {
+  sgemm_(ta, tb, m, n, k, al, a, lda, b, ldb, be, c, ldc);
+}
+inline void blas_gemm(const char* ta, const char* tb, const int* m, const int* n, const int* k, const double* al,
+                      const double* a, const int* lda, const double* b, const int* ldb, const double* be,
+                      double* c, const int* ldc) {
+  dgemm_(ta, tb, m, n, k, al, a, lda, b, ldb, be, c, ldc);
+}
+#endif
+
+// Row-major C (m, n) = A (m, k) @ op(B) + beta C; op(B) = B (k, n) or, with
+// b_rows_are_n, B^T for a B stored (n, k).
+template <typename T>
+void gemm(bool b_rows_are_n, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda, const T* b,
+          int64_t ldb, T beta, T* c, int64_t ldc) {
+  if (m <= 0 || n <= 0) return;
+#ifdef LSTM_FORTRAN_BLAS
+  // BLAS is column-major: compute C^T (n, m) = op(B)^T A^T.
+  const int M = n, N = m, K = k, LDA = ldb, LDB = lda, LDC = ldc;
+  const T one = 1;
+  blas_gemm(b_rows_are_n ? "T" : "N", "N", &M, &N, &K, &one, b, &LDA, a, &LDB, &beta, c, &LDC);
+#else
+  // Without a BLAS symbol to call, through ATen (slower: a dispatch per product).
+  auto opt = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
+  Tensor A = at::from_blob(const_cast<T*>(a), {m, k}, {lda, 1}, opt);
+  Tensor Bm = b_rows_are_n ? at::from_blob(const_cast<T*>(b), {n, k}, {ldb, 1}, opt).t()
+                           : at::from_blob(const_cast<T*>(b), {k, n}, {ldb, 1}, opt);
+  Tensor C = at::from_blob(c, {m, n}, {ldc, 1}, opt);
+  if (beta == T(0)) at::mm_out(C, A, Bm); else C.addmm_(A, Bm, beta, 1);
+#endif
+}
+
+#ifdef LSTM_MKL
+extern "C" int MKL_Set_Num_Threads_Local(int);  // threads of MKL calls from this thread
+#endif
+
+// The packed layout: rows of step t are [offset[t], offset[t] + size[t]).
+struct Steps {
+  std::vector<int64_t> offset, size, order;  // order: steps in forward-loop order
+  int64_t T, N, B;
+  // Size of the step visited before / after `i`-th in `order` (0 if none).
+  int64_t size_at(int64_t i) const { return i < 0 || i >= T ? 0 : size[order[i]]; }
+};
+
+Steps make_steps(const std::vector<int64_t>& batch_sizes, bool reverse) {
+  Steps s;
+  s.T = static_cast<int64_t>(batch_sizes.size());
+  TORCH_CHECK(s.T > 0, "batch_sizes must not be empty");
+  int64_t start = 0;
+  for (int64_t t = 0; t < s.T; ++t) {
+    int64_t b = batch_sizes[t];
+    TORCH_CHECK(b > 0 && (t == 0 || b <= batch_sizes[t - 1]),
+                "batch_sizes must be positive and non-increasing, got ", batch_sizes);
+    s.offset.push_back(start);
+    s.size.push_back(b);
+    s.order.push_back(reverse ? s.T - 1 - t : t);
+    start += b;
+  }
+  s.N = start;
+  s.B = batch_sizes[0];
+  return s;
+}
+
+// A contiguous range [lo, hi) of `n` columns for thread `tid` of `nt`, in
+// multiples of 8 so that every thread but the last runs whole vectors.
+std::pair<int64_t, int64_t> columns(int64_t n, int tid, int nt) {
+  int64_t chunk = ((n + nt - 1) / nt + 7) / 8 * 8;
+  int64_t lo = std::min(n, tid * chunk);
+  return {lo, std::min(n, lo + chunk)};
+}
+
+// Threads for a step of b rows: one below ~0.5 MFLOP of recurrent product,
+// where a barrier per step costs more than it saves.
+int threads_for(int64_t b, int64_t H, int64_t P) {
+  int nt = at::get_num_threads();
+#ifndef _OPENMP
+  nt = 1;
+#endif
+  if (b * 4 * H * P < (1 << 18)) nt = 1;
+  return std::max(1, std::min<int>(nt, static_cast<int>((H + 7) / 8)));
+}
+
+// Run body(tid, nt) on nt threads. Barriers inside body are `#pragma omp barrier`.
+template <typename F>
+void run_parallel(int nt, const F& body) {
+  // Each thread makes its own, single-threaded BLAS calls.
+  auto single_blas = [](const auto& f) {
+#ifdef LSTM_MKL
+    int previous = MKL_Set_Num_Threads_Local(1);
+    f();
+    MKL_Set_Num_Threads_Local(previous);
+#else
+    f();
+#endif
+  };
+#ifdef _OPENMP
+  if (nt > 1) {
+#pragma omp parallel num_threads(nt)
+    single_blas([&] { body(omp_get_thread_num(), omp_get_num_threads()); });
+    return;
+  }
+#endif
+  single_blas([&] { body(0, 1); });
+}
+
+inline void barrier(int nt) {
+#ifdef _OPENMP
+  if (nt > 1) {
+#pragma omp barrier
+  }
+#endif
+}
+
+template <typename T>
+void forward_impl(const Steps& s, const T* xw, const T* h0, const T* w_hh, const T* w_hr, int64_t H,
+                  int64_t P, T* y, T* gates, T* cs, T* c_run, T* z, T* m, T* w_perm) {
+  const int64_t G = 4 * H;
+  run_parallel(threads_for(s.B, H, P), [&](int tid, int nt) {
+    auto [u0, u1] = columns(H, tid, nt);  // this thread's hidden units
+    auto [p0, p1] = columns(P, tid, nt);  // and output columns (projection)
+    const int64_t nu = u1 - u0;
+    // This thread's gate rows i|f|g|o of its units, contiguous: (4 nu, P).
+    T* w_blk = w_perm + 4 * u0 * P;
+    for (int k = 0; k < 4; ++k)
+      std::copy(w_hh + (k * H + u0) * P, w_hh + (k * H + u1) * P, w_blk + k * nu * P);
+    for (int64_t i = 0; i < s.T; ++i) {
+      const int64_t t = s.order[i], b = s.size[t], row0 = s.offset[t];
+      const int64_t ran = i == 0 ? 0 : std::min(b, s.size_at(i - 1));  // rows that ran the step before
+      // z (b, 4 nu) = h_prev @ w_blk^T: running rows from the previous output, new ones from h0.
+      if (ran > 0)
+        gemm<T>(true, ran, 4 * nu, P, y + s.offset[s.order[i - 1]] * P, P, w_blk, P, T(0), z + 4 * u0, G);
+      gemm<T>(true, b - ran, 4 * nu, P, h0 + ran * P, P, w_blk, P, T(0), z + ran * G + 4 * u0, G);
+      for (int64_t r = 0; r < b; ++r) {
+        const int64_t row = row0 + r;
+        T* out = w_hr ? m + r * H : y + row * P;  // (H,) of this row
+        cell_forward<T>(nu, z + r * G + 4 * u0, xw + row * G + u0, H, c_run + r * H + u0, out + u0,
+                        gates ? gates + row * G + u0 : nullptr, cs ? cs + row * H + u0 : nullptr);
+      }
+      if (w_hr) {  // y (b, P) = m @ w_hr^T, this thread's P columns
+        barrier(nt);
+        gemm<T>(true, b, p1 - p0, H, m, H, w_hr + p0 * H, H, T(0), y + row0 * P + p0, P);
+      }
+      barrier(nt);
+    }
+  });
+}
+
+template <typename T>
+void backward_impl(const Steps& s, const T* d_y, const T* d_hn, const T* gates, const T* cs,
+                   const T* c0, const T* w_hh, const T* w_hr, int64_t H, int64_t P, T* d_z, T* d_h,
+                   T* dc_run, T* dh, T* dm) {
+  const int64_t G = 4 * H;
+  run_parallel(threads_for(s.B, H, P), [&](int tid, int nt) {
+    auto [u0, u1] = columns(H, tid, nt);
+    auto [p0, p1] = columns(P, tid, nt);
+    const int64_t nu = u1 - u0;
+    for (int64_t i = s.T - 1; i >= 0; --i) {  // steps in reverse of the forward order
+      const int64_t t = s.order[i], b = s.size[t], row0 = s.offset[t];
+      const int64_t carried = i == s.T - 1 ? 0 : std::min(b, s.size_at(i + 1));
+      // dh (b, P), this thread's columns: carried from the step visited after
+      // (d_z_next @ w_hh), or d_hn for the sequences that end here.
+      if (carried > 0)
+        gemm<T>(false, carried, p1 - p0, G, d_z + s.offset[s.order[i + 1]] * G, G, w_hh + p0, P, T(0),
+                dh + p0, P);
+      for (int64_t r = carried; r < b; ++r)
+        std::copy(d_hn + r * P + p0, d_hn + r * P + p1, dh + r * P + p0);
+      const T* d_m = nullptr;  // (b, H): dm, with a projection
+      if (w_hr) {
+        for (int64_t r = 0; r < b; ++r)  // d_h = d_y + dh
+          for (int64_t p = p0; p < p1; ++p) d_h[(row0 + r) * P + p] = d_y[(row0 + r) * P + p] + dh[r * P + p];
+        barrier(nt);
+        gemm<T>(false, b, nu, P, d_h + row0 * P, P, w_hr + u0, H, T(0), dm + u0, H);  // dm = d_h @ w_hr
+        d_m = dm;
+      }
+      const int64_t prev = i == 0 ? -1 : s.order[i - 1];  // step before, in forward order
+      const int64_t prev_b = prev < 0 ? 0 : s.size[prev];
+      for (int64_t r = 0; r < b; ++r) {
+        const int64_t row = row0 + r;
+        const T* c_prev = r < prev_b ? cs + (s.offset[prev] + r) * H : c0 + r * H;
+        const T* dm_a = d_m ? d_m + r * H : d_y + row * P;  // dm = dm_a + dm_b
+        const T* dm_b = d_m ? nullptr : dh + r * P;
+        cell_backward<T>(nu, gates + row * G + u0, H, cs + row * H + u0, c_prev + u0, dm_a + u0,
+                         dm_b ? dm_b + u0 : nullptr, dc_run + r * H + u0, d_z + row * G + u0);
+      }
+      barrier(nt);
+    }
+  });
+}
+
+void check(const Tensor& t, const char* name, int64_t rows, int64_t cols, const Tensor& like) {
+  TORCH_CHECK(t.dim() == 2 && t.size(0) == rows && t.size(1) == cols, name, " must be (", rows, ", ",
+              cols, "), got ", t.sizes());
+  TORCH_CHECK(t.scalar_type() == like.scalar_type() && t.device().is_cpu(), name,
+              " must be a CPU tensor of dtype ", like.scalar_type(), ", got ", t.scalar_type(), " on ",
+              t.device());
+}
+
+Tensor optional_ptr_check(const c10::optional<Tensor>& w_hr, int64_t H, const Tensor& like, int64_t& P) {
+  if (!w_hr.has_value() || !w_hr->defined()) return Tensor();
+  P = w_hr->size(0);
+  check(*w_hr, "w_hr", P, H, like);
+  return w_hr->contiguous();
+}
+
+// h_n rows: each sequence's output at the last step that ran it.
+Tensor final_outputs(const Steps& s, const Tensor& y) {
+  auto h_n = at::empty({s.B, y.size(1)}, y.options());
+  for (int64_t i = 0; i < s.T; ++i) {
+    const int64_t t = s.order[i], next = s.size_at(i + 1);
+    if (s.size[t] > next)
+      h_n.narrow(0, next, s.size[t] - next).copy_(y.narrow(0, s.offset[t] + next, s.size[t] - next));
+  }
+  return h_n;
+}
+
+std::vector<Tensor> forward(const Tensor& xw_, const Tensor& h0_, const Tensor& c0, const Tensor& w_hh_,
+                            const c10::optional<Tensor>& w_hr_, const std::vector<int64_t>& batch_sizes,
+                            bool reverse, bool save) {
+  c10::AutoGradMode no_grad(false);  // plain buffers: nothing here is recorded
+  const Steps s = make_steps(batch_sizes, reverse);
+  TORCH_CHECK(xw_.scalar_type() == at::kFloat || xw_.scalar_type() == at::kDouble,
+              "native loops run float32 and float64, got ", xw_.scalar_type());
+  const int64_t H = c0.size(-1);
+  int64_t P = H;
+  Tensor w_hr = optional_ptr_check(w_hr_, H, xw_, P);
+  check(xw_, "xw", s.N, 4 * H, xw_), check(h0_, "h0", s.B, P, xw_), check(c0, "c0", s.B, H, xw_);
+  check(w_hh_, "w_hh", 4 * H, P, xw_);
+  Tensor xw = xw_.contiguous(), h0 = h0_.contiguous(), w_hh = w_hh_.contiguous();
+  auto opt = xw.options();
+  Tensor y = at::empty({s.N, P}, opt), c_n = c0.contiguous().clone();
+  Tensor gates = save ? at::empty({s.N, 4 * H}, opt) : Tensor(), cs = save ? at::empty({s.N, H}, opt) : Tensor();
+  Tensor z = at::empty({s.B, 4 * H}, opt), w_perm = at::empty({4 * H, P}, opt);
+  Tensor m = w_hr.defined() ? at::empty({s.B, H}, opt) : Tensor();
+  AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "lstm_forward_loop", [&] {
+    auto ptr = [](const Tensor& t) { return t.defined() ? t.data_ptr<scalar_t>() : nullptr; };
+    forward_impl<scalar_t>(s, ptr(xw), ptr(h0), ptr(w_hh), ptr(w_hr), H, P, ptr(y), ptr(gates), ptr(cs),
+                           ptr(c_n), ptr(z), ptr(m), ptr(w_perm));
+  });
+  return {y, gates, cs, final_outputs(s, y), c_n};
+}
+
+std::vector<Tensor> backward(const Tensor& d_y_, const Tensor& d_hn_, const Tensor& d_cn, const Tensor& gates_,
+                             const Tensor& cs_, const Tensor& c0_, const Tensor& w_hh_,
+                             const c10::optional<Tensor>& w_hr_, const std::vector<int64_t>& batch_sizes,
+                             bool reverse) {
+  c10::AutoGradMode no_grad(false);  // plain buffers: nothing here is recorded
+  const Steps s = make_steps(batch_sizes, reverse);
+  TORCH_CHECK(gates_.scalar_type() == at::kFloat || gates_.scalar_type() == at::kDouble,
+              "native loops run float32 and float64, got ", gates_.scalar_type());
+  const int64_t H = cs_.size(-1);
+  int64_t P = H;
+  Tensor w_hr = optional_ptr_check(w_hr_, H, gates_, P);
+  check(d_y_, "d_y", s.N, P, gates_), check(d_hn_, "d_hn", s.B, P, gates_), check(d_cn, "d_cn", s.B, H, gates_);
+  check(gates_, "gates", s.N, 4 * H, gates_), check(cs_, "cs", s.N, H, gates_), check(c0_, "c0", s.B, H, gates_);
+  check(w_hh_, "w_hh", 4 * H, P, gates_);
+  Tensor d_y = d_y_.contiguous(), d_hn = d_hn_.contiguous(), gates = gates_.contiguous(), cs = cs_.contiguous();
+  Tensor c0 = c0_.contiguous(), w_hh = w_hh_.contiguous();
+  auto opt = gates.options();
+  Tensor d_z = at::empty({s.N, 4 * H}, opt), d_c0 = d_cn.contiguous().clone();
+  Tensor d_h = w_hr.defined() ? at::empty({s.N, P}, opt) : Tensor();
+  Tensor dh = at::empty({s.B, P}, opt), dm = w_hr.defined() ? at::empty({s.B, H}, opt) : Tensor();
+  AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "lstm_backward_loop", [&] {
+    auto ptr = [](const Tensor& t) { return t.defined() ? t.data_ptr<scalar_t>() : nullptr; };
+    backward_impl<scalar_t>(s, ptr(d_y), ptr(d_hn), ptr(gates), ptr(cs), ptr(c0), ptr(w_hh), ptr(w_hr), H, P,
+                            ptr(d_z), ptr(d_h), ptr(d_c0), ptr(dh), ptr(dm));
+  });
+  // d_h0: the rows of each step whose sequences start there, through w_hh.
+  Tensor d_h0 = at::empty({s.B, P}, opt);
+  for (int64_t i = 0; i < s.T; ++i) {
+    const int64_t t = s.order[i], before = std::min(s.size[t], s.size_at(i - 1));
+    if (s.size[t] > before) {
+      Tensor rows = d_h0.narrow(0, before, s.size[t] - before);  // (b_new, P)
+      at::mm_out(rows, d_z.narrow(0, s.offset[t] + before, s.size[t] - before), w_hh);
+    }
+  }
+  return {d_z, d_h, d_h0, d_c0};
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("forward", &forward, "forward_loop: (y, gates, cs, h_n, c_n)", py::call_guard<py::gil_scoped_release>());
+  m.def("backward", &backward, "backward_loop: (d_z, d_h, d_h0, d_c0)", py::call_guard<py::gil_scoped_release>());
+}
