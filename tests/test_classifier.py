@@ -48,13 +48,15 @@ def test_shapes_and_probabilities(impl, config):
 
 @pytest.mark.parametrize("impl", ["manual", "torch"])
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_padding_is_ignored(impl, bidirectional):
+@pytest.mark.parametrize("pooling", ["last", "max", "mean"])
+def test_padding_is_ignored(impl, bidirectional, pooling):
     """Extra padding, and the company of other sequences, leave a sequence's logits unchanged:
     each review counts only its own tokens (a model that ran over padding would see extra
     steps of the zero embedding and end in a different state)."""
     torch.manual_seed(0)
     model = SentimentClassifier(
-        VOCAB, embedding_dim=6, hidden_size=8, num_layers=2, bidirectional=bidirectional, lstm_impl=impl
+        VOCAB, embedding_dim=6, hidden_size=8, num_layers=2, bidirectional=bidirectional, lstm_impl=impl,
+        pooling=pooling,
     ).double().eval()
     tokens, lengths = make_batch([4, 7, 2, 7])
     logits = model(tokens, lengths)
@@ -63,6 +65,20 @@ def test_padding_is_ignored(impl, bidirectional):
     for row in range(4):  # each one alone, without any padding
         alone = tokens[row : row + 1, : lengths[row]]
         torch.testing.assert_close(model(alone, lengths[row : row + 1]), logits[row : row + 1])
+
+
+@pytest.mark.parametrize("pooling", ["max", "mean"])
+def test_pooling_over_each_reviews_own_steps(pooling):
+    """max/mean pooling equals the same reduction over each review's outputs, run alone."""
+    torch.manual_seed(0)
+    model = SentimentClassifier(VOCAB, embedding_dim=6, hidden_size=8, bidirectional=True, pooling=pooling,
+                                head_dropout=0.0).double().eval()
+    tokens, lengths = make_batch([4, 7, 1])
+    expected = []
+    for row in range(3):
+        out, _ = model.lstm(model.embedding(tokens[row : row + 1, : lengths[row]]))  # (1, L, 16)
+        expected.append(out.amax(1) if pooling == "max" else out.mean(1))
+    torch.testing.assert_close(model(tokens, lengths), model.head(torch.cat(expected)))
 
 
 def test_padding_would_matter_without_packing():
@@ -106,6 +122,8 @@ def test_argument_errors():
         SentimentClassifier(VOCAB, optimizer="adam")
     with pytest.raises(ValueError, match="lr_schedule must be one of"):
         SentimentClassifier(VOCAB, lr_schedule="linear")
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        SentimentClassifier(VOCAB, pooling="attention")
     with pytest.raises(TypeError, match="vocab_size should be of type int, got: float"):
         SentimentClassifier(50.0)
     with pytest.raises(ValueError, match="num_classes must be at least 2, got 1"):

@@ -163,7 +163,8 @@ def test_default_yaml_is_what_train_py_uses(capsys):
     "name, expected",
     [
         ("seed.yaml", dict(vocab_size=502, max_length=80, hidden_size=80, optimizer="sgd", momentum=0.0)),
-        ("imdb.yaml", dict(vocab_size=20000, max_length=400, hidden_size=128, optimizer="adamw", lr_schedule="onecycle")),
+        ("imdb.yaml", dict(vocab_size=20000, max_length=400, hidden_size=128, optimizer="adamw", lr_schedule="onecycle",
+                           pooling="max")),
     ],
 )
 def test_imdb_configs_parse(name, expected, capsys):

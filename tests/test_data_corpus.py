@@ -6,6 +6,7 @@ from collections import Counter
 import pytest
 import torch
 
+from torch_lstm_manual import baseline
 from torch_lstm_manual.data import SyntheticDataModule, load_encoder
 from torch_lstm_manual.data.corpus import (
     CONTRAST,
@@ -19,29 +20,8 @@ from torch_lstm_manual.data.corpus import (
 from torch_lstm_manual.data.text import UNK_ID
 
 
-def bag_of_words_accuracy(train, test, steps=300):
-    """Held-out accuracy of a logistic regression on word counts, trained full-batch."""
-    index = {word: i for i, word in enumerate(corpus_vocabulary())}
-
-    def counts(texts):
-        pairs = [(row, index[word]) for row, text in enumerate(texts) for word in text.split()]
-        rows, columns = torch.tensor(pairs).T  # (W,), (W,)
-        x = torch.zeros(len(texts), len(index))  # (N, V)
-        return x.index_put_((rows, columns), torch.ones(len(pairs)), accumulate=True)
-
-    torch.manual_seed(0)
-    x_train, y_train = counts(train[0]), torch.tensor(train[1], dtype=torch.float)  # (N, V), (N,)
-    x_test, y_test = counts(test[0]), torch.tensor(test[1], dtype=torch.float)
-    weight = torch.zeros(len(index), requires_grad=True)  # (V,)
-    bias = torch.zeros(1, requires_grad=True)
-    optimizer = torch.optim.Adam([weight, bias], lr=0.05)
-    for _ in range(steps):
-        optimizer.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(x_train @ weight + bias, y_train)
-        loss.backward()
-        optimizer.step()
-    with torch.no_grad():
-        return ((x_test @ weight + bias > 0).float() == y_test).float().mean().item()
+def bag_of_words_accuracy(train, test):
+    return baseline.bag_of_words_accuracy(train, test, corpus_vocabulary())
 
 
 def order_oracle(text):
@@ -157,3 +137,10 @@ def test_synthetic_datamodule(tmp_path):
 def test_synthetic_datamodule_warns_when_truncation_can_cut_the_label():
     with pytest.warns(UserWarning, match="max_length=20 is below the longest sentence"):
         SyntheticDataModule(max_length=20)
+
+
+def test_baseline_command_reports_the_default_corpus(capsys):
+    baseline.main()
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("bag of words, built-in corpus (4000 train, 500 test): test accuracy ")
+    assert float(line.rsplit(" ", 1)[1]) < 0.70

@@ -3,8 +3,9 @@
 Every batch is ``(tokens, lengths, labels)`` as the data modules of
 ``torch_lstm_manual.data`` yield it: tokens (B, T) padded with 0, lengths (B,)
 on the CPU, labels (B,) (-1 where unknown). The reviews are packed, so no step of
-the LSTM runs on padding, and a review is represented by the final hidden state
-``h_n`` of the last layer (both directions side by side when bidirectional).
+the LSTM runs on padding. A review is represented by the final hidden state
+``h_n`` of the last layer (both directions side by side when bidirectional), or
+by the maximum or mean of the last layer's outputs over the review's own steps.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from torchmetrics.classification import MulticlassAccuracy
 
 LSTM_IMPLS = ("manual", "torch")
 OPTIMIZERS = ("adamw", "sgd")
 LR_SCHEDULES = ("none", "cosine", "onecycle")
+POOLINGS = ("last", "max", "mean")
 
 
 def _check_int(name: str, value: object, smallest: int) -> None:
@@ -69,6 +71,10 @@ class SentimentClassifier(LightningModule):
         proj_size: size of the projection of ``h`` in the LSTM (0: none).
         dropout: dropout between LSTM layers (needs ``num_layers > 1``).
         head_dropout: dropout on the representation, before the linear head.
+        pooling: the representation of a review: ``"last"``, the final ``h`` of the last
+            layer (each direction's, side by side); ``"max"`` or ``"mean"``, the
+            element-wise maximum or mean of the last layer's outputs over the review's
+            own steps (padding never counts).
         lstm_impl: ``"manual"``: this package's hand-derived ``LSTM``; ``"torch"``:
             ``torch.nn.LSTM`` with the same everything, for side-by-side comparison.
         optimizer: ``"adamw"`` or ``"sgd"`` (plain SGD with ``momentum``).
@@ -93,6 +99,7 @@ class SentimentClassifier(LightningModule):
         proj_size: int = 0,
         dropout: float = 0.0,
         head_dropout: float = 0.2,
+        pooling: Literal["last", "max", "mean"] = "last",
         lstm_impl: Literal["manual", "torch"] = "manual",
         optimizer: Literal["adamw", "sgd"] = "adamw",
         lr: float = 2e-3,
@@ -106,6 +113,7 @@ class SentimentClassifier(LightningModule):
         _check_int("num_classes", num_classes, 2)
         _check_int("embedding_dim", embedding_dim, 1)
         _check_choice("lstm_impl", lstm_impl, LSTM_IMPLS)
+        _check_choice("pooling", pooling, POOLINGS)
         _check_choice("optimizer", optimizer, OPTIMIZERS)
         _check_choice("lr_schedule", lr_schedule, LR_SCHEDULES)
         _check_float("head_dropout", head_dropout, 0.0, 1.0)
@@ -149,9 +157,18 @@ class SentimentClassifier(LightningModule):
             )
         emb = self.embedding(tokens)  # (B, T, E)
         packed = pack_padded_sequence(emb, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        _, (h_n, _) = self.lstm(packed)  # h_n: (L * D, B, P), in the batch's original order
-        last = h_n[-self.num_directions :]  # (D, B, P): the last layer's directions
-        features = last.transpose(0, 1).reshape(tokens.size(0), -1)  # (B, D * P)
+        out, (h_n, _) = self.lstm(packed)  # h_n: (L * D, B, P), in the batch's original order
+        pooling = self.hparams.pooling
+        if pooling == "last":
+            last = h_n[-self.num_directions :]  # (D, B, P): the last layer's directions
+            features = last.transpose(0, 1).reshape(tokens.size(0), -1)  # (B, D * P)
+        else:  # over each review's own steps: padding is -inf for max, 0 for mean
+            fill = float("-inf") if pooling == "max" else 0.0
+            steps, lens = pad_packed_sequence(out, batch_first=True, padding_value=fill)  # (B, T', D * P), (B,)
+            if pooling == "max":
+                features = steps.amax(dim=1)  # (B, D * P)
+            else:
+                features = steps.sum(dim=1) / lens.to(steps.device, steps.dtype).unsqueeze(1)  # (B, D * P)
         return self.head(self.head_dropout(features))  # (B, C)
 
     def _shared_step(self, batch, stage: str, metric: MulticlassAccuracy) -> Tensor:

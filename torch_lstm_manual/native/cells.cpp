@@ -60,6 +60,15 @@ inline __m256 exp8(__m256 x) {
   return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 
+// 1 / d for d in [1, inf]: the hardware estimate (12 bits) and one Newton step,
+// r (2 - d r), which brings it to float precision (~1 ulp) without a division.
+// d = inf (exp overflowed) gives 0, as 1 / d does.
+inline __m256 recip8(__m256 d) {
+  __m256 r = _mm256_rcp_ps(d);
+  __m256 refined = _mm256_mul_ps(r, fma(_mm256_sub_ps(_mm256_setzero_ps(), d), r, _mm256_set1_ps(2.0f)));
+  return _mm256_blendv_ps(refined, r, _mm256_cmp_ps(r, _mm256_setzero_ps(), _CMP_EQ_OQ));
+}
+
 template <>
 struct Ops<F8> {
   static F8 load(const float* p) { return {_mm256_loadu_ps(p)}; }
@@ -67,13 +76,13 @@ struct Ops<F8> {
   static F8 set(double x) { return {_mm256_set1_ps(static_cast<float>(x))}; }
   static F8 sigmoid(F8 x) {
     const __m256 one = _mm256_set1_ps(1.0f);
-    return {_mm256_div_ps(one, _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), x.v))))};
+    return {recip8(_mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), x.v))))};
   }
   // tanh(x) = 2 sigmoid(2x) - 1
   static F8 tanh(F8 x) {
     const __m256 one = _mm256_set1_ps(1.0f);
-    __m256 s = _mm256_div_ps(_mm256_set1_ps(2.0f), _mm256_add_ps(one, exp8(_mm256_mul_ps(_mm256_set1_ps(-2.0f), x.v))));
-    return {_mm256_sub_ps(s, one)};
+    __m256 s = recip8(_mm256_add_ps(one, exp8(_mm256_mul_ps(_mm256_set1_ps(-2.0f), x.v))));
+    return {fma(_mm256_set1_ps(2.0f), s, _mm256_set1_ps(-1.0f))};
   }
 };
 #endif
