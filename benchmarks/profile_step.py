@@ -1,0 +1,79 @@
+"""Where the time of one training step goes: its pieces, each timed alone.
+
+    python benchmarks/profile_step.py [--shape 200 64 128 128]
+
+One layer, float32, torch's default thread count. It times the whole training
+step of nn.LSTM and of ours (native loops where they build), then the pieces
+of ours: the input projection, the forward and backward time loops, and the
+three products of the backward pass over all steps (dX, dW_ih, dW_hh). Medians
+over repetitions; the pieces run alone, so inside the step they can take longer
+(caches, allocation), and the step also pays autograd, the loss and copies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from torch import nn
+
+from torch_lstm_manual import LSTM
+from torch_lstm_manual.functional import BACKENDS
+from torch_lstm_manual.lstm import resolve_backend
+
+
+def median_ms(fn, repeats: int = 15) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shape", type=int, nargs=4, default=[200, 64, 128, 128], metavar=("T", "B", "I", "H"))
+    args = parser.parse_args()
+    T, B, I, H = args.shape
+    torch.manual_seed(0)
+    backend = resolve_backend("auto", torch.zeros(1))
+    reference = nn.LSTM(I, H)
+    ours = LSTM.from_torch(reference, backend=backend)
+    x = torch.randn(T, B, I, requires_grad=True)
+
+    def train_step(model):
+        out, (h_n, c_n) = model(x)
+        (out.square().mean() + h_n.square().mean() + c_n.square().mean()).backward()
+
+    w_ih, w_hh = reference.weight_ih_l0.detach(), reference.weight_hh_l0.detach()
+    bias = (reference.bias_ih_l0 + reference.bias_hh_l0).detach()
+    rows = x.detach().flatten(0, 1)  # (N, I)
+    xw = torch.addmm(bias, rows, w_ih.t())  # (N, G)
+    h0, c0 = torch.zeros(B, H), torch.zeros(B, H)
+    loops, sizes = BACKENDS[backend], [B] * T
+    y, gates, cs, _, _ = loops.forward(xw, h0, c0, w_hh, None, sizes, False, True)
+    d_y, d_z = torch.randn_like(y), torch.randn(T * B, 4 * H)
+
+    pieces = {
+        "nn.LSTM training step": lambda: train_step(reference),
+        f"ours ({backend}) training step": lambda: train_step(ours),
+        "  input projection x W_ih^T + b": lambda: torch.addmm(bias, rows, w_ih.t()),
+        "  forward loop (saving for backward)": lambda: loops.forward(xw, h0, c0, w_hh, None, sizes, False, True),
+        "  backward loop": lambda: loops.backward(d_y, h0, c0, gates, cs, c0, w_hh, None, sizes, False),
+        "  dX = dZ W_ih": lambda: d_z.mm(w_ih),
+        "  dW_ih = dZ^T X": lambda: d_z.t().mm(rows),
+        "  dW_hh = dZ^T H_prev": lambda: d_z.t().mm(y),
+    }
+    print(f"T={T} B={B} I={I} H={H}, float32, {torch.get_num_threads()} threads, torch {torch.__version__}\n")
+    print("| piece | median ms |")
+    print("|---|---|")
+    for name, fn in pieces.items():
+        print(f"| {name} | {median_ms(fn):.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
