@@ -19,6 +19,8 @@ import time
 import torch
 from torch import nn
 
+from cases import train_step
+
 from torch_lstm_manual import LSTM
 from torch_lstm_manual.functional import BACKENDS
 from torch_lstm_manual.lstm import resolve_backend
@@ -45,10 +47,6 @@ def main():
     ours = LSTM.from_torch(reference, backend=backend)
     x = torch.randn(T, B, I, requires_grad=True)
 
-    def train_step(model):
-        out, (h_n, c_n) = model(x)
-        (out.square().mean() + h_n.square().mean() + c_n.square().mean()).backward()
-
     w_ih, w_hh = reference.weight_ih_l0.detach(), reference.weight_hh_l0.detach()
     bias = (reference.bias_ih_l0 + reference.bias_hh_l0).detach()
     rows = x.detach().flatten(0, 1)  # (N, I)
@@ -59,8 +57,8 @@ def main():
     d_y, d_z = torch.randn_like(y), torch.randn(T * B, 4 * H)
 
     pieces = {
-        "nn.LSTM training step": lambda: train_step(reference),
-        f"ours ({backend}) training step": lambda: train_step(ours),
+        "nn.LSTM training step": lambda: train_step(reference, x),
+        f"ours ({backend}) training step": lambda: train_step(ours, x),
         "  input projection x W_ih^T + b": lambda: torch.addmm(bias, rows, w_ih.t()),
         "  forward loop (saving for backward)": lambda: loops.forward(xw, h0, c0, w_hh, None, sizes, False, True),
         "  backward loop": lambda: loops.backward(d_y, h0, c0, gates, cs, c0, w_hh, None, sizes, False),

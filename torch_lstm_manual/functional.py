@@ -387,11 +387,9 @@ def lstm_layer(
 ):
     """Run :class:`LSTMFunction` and return ``(y, h_n, c_n)``."""
     if backend == "native" and backend not in BACKENDS:
-        from .native import load  # built on first use
+        from .native import require  # built on first use
 
-        reason = load()
-        if reason is not None:
-            raise RuntimeError(f"backend='native' is not available: {reason}")
+        require(x)
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {sorted(BACKENDS)}, got {backend!r}")
     sizes = None if batch_sizes is None else tuple(int(b) for b in batch_sizes)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from .functional import BACKENDS, lstm_layer
+from .functional import lstm_layer
 
 BACKEND_CHOICES = ("auto", "python", "native")
 
@@ -24,18 +24,12 @@ def resolve_backend(backend: str, x: Tensor) -> str:
         raise ValueError(f"backend must be one of {BACKEND_CHOICES}, got {backend!r}")
     if backend == "python":
         return backend
-    from .native import load, native_supports  # imported late: it may compile on first use
+    from .native import native_supports, require  # imported late: it may compile on first use
 
-    if native_supports(x):
-        return "native"
     if backend == "native":
-        if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
-            raise RuntimeError(f"backend='native' is not available: {load()}. Use backend='auto' or 'python'.")
-        raise RuntimeError(
-            f"backend='native' runs float32 and float64 tensors on the CPU; got a {x.dtype} tensor "
-            f"on {x.device}. Use backend='auto' or 'python'."
-        )
-    return "python"
+        require(x)
+        return backend
+    return "native" if native_supports(x) else "python"
 
 
 class LSTM(nn.Module):

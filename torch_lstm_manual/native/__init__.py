@@ -114,9 +114,21 @@ def load() -> Optional[str]:
         return None
 
 
-def native_supports(x: torch.Tensor) -> bool:
-    """Whether the native loops run tensors like ``x``: float32 or float64 on the
-    CPU, once the extension is built (the first call builds it)."""
+def unavailable(x: torch.Tensor) -> Optional[str]:
+    """None where the native loops run tensors like ``x`` (float32 or float64 on
+    the CPU, once the extension is built: the first such call builds it), else why not."""
     if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
-        return False
-    return load() is None
+        return f"it runs float32 and float64 tensors on the CPU; got a {x.dtype} tensor on {x.device}"
+    return load()
+
+
+def native_supports(x: torch.Tensor) -> bool:
+    """Whether the native loops run tensors like ``x``; see :func:`unavailable`."""
+    return unavailable(x) is None
+
+
+def require(x: torch.Tensor) -> None:
+    """Raise RuntimeError, saying why, unless the native loops run tensors like ``x``."""
+    reason = unavailable(x)
+    if reason is not None:
+        raise RuntimeError(f"backend='native' is not available: {reason}. Use backend='auto' or 'python'.")
