@@ -28,7 +28,7 @@ import torch
 from ..functional import BACKENDS, Loops
 
 ENV_SWITCH = "TORCH_LSTM_MANUAL_NATIVE"
-_SOURCES = ("loops.cpp", "cells.cpp")
+_SOURCES = ("loops.cpp", "cells.cpp", "tiles.cpp")
 
 _lock = threading.Lock()
 _tried = False
@@ -54,10 +54,14 @@ def _build(portable: bool = False):
     if portable:
         name += "_portable"
     else:
-        if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
-            # The vectorised gate arithmetic of cells.cpp; the name keeps the
-            # builds for different CPUs apart in a shared cache.
+        capability = torch.backends.cpu.get_cpu_capability()
+        if capability in ("AVX2", "AVX512"):
+            # The vectorised gate arithmetic of cells.cpp and the register tiles
+            # of tiles.cpp; the name keeps the builds for different CPUs apart
+            # in a shared cache.
             name, cflags = name + "_avx2", cflags + ["-mavx2", "-mfma"]
+        if capability == "AVX512":
+            name, cflags = name + "_avx512", cflags + ["-mavx512f"]
         if re.search(r"\bBLAS_INFO=\w", config):
             cflags.append("-DLSTM_FORTRAN_BLAS")  # call sgemm_/dgemm_ of torch's BLAS directly
         if re.search(r"\bBLAS_INFO=mkl\b", config):

@@ -18,6 +18,9 @@
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 #define LSTM_AVX2 1
+#if defined(__AVX512F__)
+#define LSTM_AVX512 1
+#endif
 #endif
 
 namespace {
@@ -38,7 +41,6 @@ struct F8 {
 inline F8 operator+(F8 a, F8 b) { return {_mm256_add_ps(a.v, b.v)}; }
 inline F8 operator-(F8 a, F8 b) { return {_mm256_sub_ps(a.v, b.v)}; }
 inline F8 operator*(F8 a, F8 b) { return {_mm256_mul_ps(a.v, b.v)}; }
-inline F8 operator/(F8 a, F8 b) { return {_mm256_div_ps(a.v, b.v)}; }
 inline __m256 fma(__m256 a, __m256 b, __m256 c) { return _mm256_fmadd_ps(a, b, c); }
 
 // exp(x) as 2^n e^r, |r| <= ln2 / 2, with Cephes' degree-6 polynomial for
@@ -60,13 +62,12 @@ inline __m256 exp8(__m256 x) {
   return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 
-// 1 / d for d in [1, inf]: the hardware estimate (12 bits) and one Newton step,
-// r (2 - d r), which brings it to float precision (~1 ulp) without a division.
-// d = inf (exp overflowed) gives 0, as 1 / d does.
+// 1 / d for d in [1, 2e38] (exp8 clamps its argument, so 1 + exp is finite):
+// the hardware estimate (12 bits) and one Newton step, r (2 - d r), which
+// brings it to float precision (~1 ulp) without a division.
 inline __m256 recip8(__m256 d) {
   __m256 r = _mm256_rcp_ps(d);
-  __m256 refined = _mm256_mul_ps(r, fma(_mm256_sub_ps(_mm256_setzero_ps(), d), r, _mm256_set1_ps(2.0f)));
-  return _mm256_blendv_ps(refined, r, _mm256_cmp_ps(r, _mm256_setzero_ps(), _CMP_EQ_OQ));
+  return _mm256_mul_ps(r, fma(_mm256_sub_ps(_mm256_setzero_ps(), d), r, _mm256_set1_ps(2.0f)));
 }
 
 template <>
@@ -87,13 +88,59 @@ struct Ops<F8> {
 };
 #endif
 
+#ifdef LSTM_AVX512
+// The same with 16 floats: exp16 as exp8 (scalef applies 2^n), and the 14-bit
+// reciprocal estimate with one Newton step.
+struct F16 {
+  __m512 v;
+};
+inline F16 operator+(F16 a, F16 b) { return {_mm512_add_ps(a.v, b.v)}; }
+inline F16 operator-(F16 a, F16 b) { return {_mm512_sub_ps(a.v, b.v)}; }
+inline F16 operator*(F16 a, F16 b) { return {_mm512_mul_ps(a.v, b.v)}; }
+
+inline __m512 exp16(__m512 x) {
+  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.3f)), _mm512_set1_ps(88.0f));
+  __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(-0.693359375f), x);
+  r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  return _mm512_scalef_ps(p, n);
+}
+
+inline __m512 recip16(__m512 d) {
+  __m512 r = _mm512_rcp14_ps(d);
+  return _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.0f)));
+}
+
+template <>
+struct Ops<F16> {
+  static F16 load(const float* p) { return {_mm512_loadu_ps(p)}; }
+  static void store(float* p, F16 v) { _mm512_storeu_ps(p, v.v); }
+  static F16 set(double x) { return {_mm512_set1_ps(static_cast<float>(x))}; }
+  static F16 sigmoid(F16 x) {
+    return {recip16(_mm512_add_ps(_mm512_set1_ps(1.0f), exp16(_mm512_sub_ps(_mm512_setzero_ps(), x.v))))};
+  }
+  static F16 tanh(F16 x) {
+    __m512 s = recip16(_mm512_add_ps(_mm512_set1_ps(1.0f), exp16(_mm512_mul_ps(_mm512_set1_ps(-2.0f), x.v))));
+    return {_mm512_fmadd_ps(_mm512_set1_ps(2.0f), s, _mm512_set1_ps(-1.0f))};
+  }
+};
+#endif
+
 template <typename V, typename T>
-inline void forward_at(int64_t j, int64_t nu, const T* z, const T* xw, int64_t H, T* c, T* m, T* gates, T* cs) {
+inline void forward_at(int64_t j, int64_t zs, const T* z, const T* xw, int64_t H, T* c, T* m, T* gates, T* cs) {
   using O = Ops<V>;
   V i = O::sigmoid(O::load(z + j) + O::load(xw + j));
-  V f = O::sigmoid(O::load(z + nu + j) + O::load(xw + H + j));
-  V g = O::tanh(O::load(z + 2 * nu + j) + O::load(xw + 2 * H + j));
-  V o = O::sigmoid(O::load(z + 3 * nu + j) + O::load(xw + 3 * H + j));
+  V f = O::sigmoid(O::load(z + zs + j) + O::load(xw + H + j));
+  V g = O::tanh(O::load(z + 2 * zs + j) + O::load(xw + 2 * H + j));
+  V o = O::sigmoid(O::load(z + 3 * zs + j) + O::load(xw + 3 * H + j));
   V c_new = f * O::load(c + j) + i * g;
   O::store(c + j, c_new);
   O::store(m + j, o * O::tanh(c_new));
@@ -123,22 +170,30 @@ inline void backward_at(int64_t j, const T* gates, int64_t H, const T* c, const 
 
 }  // namespace
 
-// One row, nu hidden units: z holds the recurrent products of the four gates
-// as contiguous blocks of nu; xw, gates and d_z hold gate k at offset k * H.
+// One row, nu hidden units: z holds the recurrent products of the four gates,
+// gate k at offset k * zs; xw, gates and d_z hold gate k at offset k * H.
 template <typename T>
-void cell_forward(int64_t nu, const T* z, const T* xw, int64_t H, T* c, T* m, T* gates, T* cs) {
+void cell_forward(int64_t nu, const T* z, int64_t zs, const T* xw, int64_t H, T* c, T* m, T* gates, T* cs) {
   int64_t j = 0;
+#ifdef LSTM_AVX512
+  if constexpr (std::is_same_v<T, float>)
+    for (; j + 16 <= nu; j += 16) forward_at<F16>(j, zs, z, xw, H, c, m, gates, cs);
+#endif
 #ifdef LSTM_AVX2
   if constexpr (std::is_same_v<T, float>)
-    for (; j + 8 <= nu; j += 8) forward_at<F8>(j, nu, z, xw, H, c, m, gates, cs);
+    for (; j + 8 <= nu; j += 8) forward_at<F8>(j, zs, z, xw, H, c, m, gates, cs);
 #endif
-  for (; j < nu; ++j) forward_at<T>(j, nu, z, xw, H, c, m, gates, cs);
+  for (; j < nu; ++j) forward_at<T>(j, zs, z, xw, H, c, m, gates, cs);
 }
 
 template <typename T>
 void cell_backward(int64_t nu, const T* gates, int64_t H, const T* c, const T* c_prev, const T* dm_a,
                    const T* dm_b, T* dc, T* d_z) {
   int64_t j = 0;
+#ifdef LSTM_AVX512
+  if constexpr (std::is_same_v<T, float>)
+    for (; j + 16 <= nu; j += 16) backward_at<F16>(j, gates, H, c, c_prev, dm_a, dm_b, dc, d_z);
+#endif
 #ifdef LSTM_AVX2
   if constexpr (std::is_same_v<T, float>)
     for (; j + 8 <= nu; j += 8) backward_at<F8>(j, gates, H, c, c_prev, dm_a, dm_b, dc, d_z);
@@ -146,9 +201,10 @@ void cell_backward(int64_t nu, const T* gates, int64_t H, const T* c, const T* c
   for (; j < nu; ++j) backward_at<T>(j, gates, H, c, c_prev, dm_a, dm_b, dc, d_z);
 }
 
-template void cell_forward<float>(int64_t, const float*, const float*, int64_t, float*, float*, float*, float*);
-template void cell_forward<double>(int64_t, const double*, const double*, int64_t, double*, double*, double*,
-                                   double*);
+template void cell_forward<float>(int64_t, const float*, int64_t, const float*, int64_t, float*, float*, float*,
+                                  float*);
+template void cell_forward<double>(int64_t, const double*, int64_t, const double*, int64_t, double*, double*,
+                                   double*, double*);
 template void cell_backward<float>(int64_t, const float*, int64_t, const float*, const float*, const float*,
                                    const float*, float*, float*);
 template void cell_backward<double>(int64_t, const double*, int64_t, const double*, const double*,

@@ -24,6 +24,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <type_traits>
 #include <vector>
 
 #ifdef _OPENMP
@@ -39,7 +41,11 @@ using at::Tensor;
 // The fused gate arithmetic of one row and nu hidden units, in cells.cpp.
 // Gate k of a row is at `gates + k * H` (and `xw + k * H`, `d_z + k * H`).
 template <typename T>
-void cell_forward(int64_t nu, const T* z, const T* xw, int64_t H, T* c, T* m, T* gates, T* cs);
+void cell_forward(int64_t nu, const T* z, int64_t zs, const T* xw, int64_t H, T* c, T* m, T* gates, T* cs);
+
+// The float32 recurrent product on register tiles, in tiles.cpp.
+int tile_width();
+void tile_product(int64_t rows, int64_t K, const float* a, int64_t lda, const float* panel, int nv, float* c);
 template <typename T>
 void cell_backward(int64_t nu, const T* gates, int64_t H, const T* c, const T* c_prev, const T* dm_a,
                    const T* dm_b, T* dc, T* d_z);
@@ -170,11 +176,103 @@ inline void barrier(int nt) {
 #endif
 }
 
+// 64-byte aligned float scratch, one per thread.
+struct Scratch {
+  float* p;
+  explicit Scratch(int64_t n) : p(static_cast<float*>(std::aligned_alloc(64, ((n * 4 + 63) / 64 + 1) * 64))) {
+    TORCH_CHECK(p, "out of memory for ", n, " floats of scratch");
+  }
+  ~Scratch() { std::free(p); }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+};
+
+// Whether the float32 loops without a projection run on tiles (tiles.cpp).
+template <typename T>
+bool tiled(const T* w_hr) {
+  return std::is_same_v<T, float> && w_hr == nullptr && tile_width() > 0;
+}
+
+// forward_impl's thread body on tiles: for each block of W units, the four
+// gate rows of those units are one panel (row k = [i | f | g | o] of W
+// units), the step's product is a (b, 4W) tile, and the gates of the block
+// run on it right away.
+void forward_tiled(const Steps& s, const float* xw, const float* h0, const float* w_hh, int64_t H, float* y,
+                   float* gates, float* cs, float* c_run, int tid, int nt) {
+  const int64_t G = 4 * H, P = H, W = tile_width();
+  auto [u0, u1] = columns(H, tid, nt);
+  const int64_t blocks = (u1 - u0 + W - 1) / W, panel_size = P * 4 * W;
+  Scratch panel(blocks * panel_size), tile(s.B * 4 * W);
+  for (int64_t ub = 0; ub < blocks; ++ub)
+    for (int64_t k = 0; k < P; ++k)
+      for (int64_t q = 0; q < 4; ++q)
+        for (int64_t v = 0; v < W; ++v) {
+          const int64_t unit = u0 + ub * W + v;
+          panel.p[ub * panel_size + (k * 4 + q) * W + v] = unit < u1 ? w_hh[(q * H + unit) * P + k] : 0.0f;
+        }
+  for (int64_t i = 0; i < s.T; ++i) {
+    const int64_t t = s.order[i], b = s.size[t], row0 = s.offset[t];
+    const int64_t ran = i == 0 ? 0 : std::min(b, s.size_at(i - 1));  // rows that ran the step before
+    const float* h_prev = ran > 0 ? y + s.offset[s.order[i - 1]] * P : nullptr;
+    for (int64_t ub = 0; ub < blocks; ++ub) {
+      const int64_t u = u0 + ub * W, n = std::min(W, u1 - u);
+      const float* pan = panel.p + ub * panel_size;
+      tile_product(ran, P, h_prev, P, pan, 4, tile.p);
+      tile_product(b - ran, P, h0 + ran * P, P, pan, 4, tile.p + ran * 4 * W);
+      for (int64_t r = 0; r < b; ++r) {
+        const int64_t row = row0 + r;
+        cell_forward<float>(n, tile.p + r * 4 * W, W, xw + row * G + u, H, c_run + r * H + u, y + row * P + u,
+                            gates ? gates + row * G + u : nullptr, cs ? cs + row * H + u : nullptr);
+      }
+    }
+    barrier(nt);
+  }
+}
+
+// backward_impl's thread body on tiles: dh of this thread's units is
+// d_z (of the step visited after) @ w_hh[:, units], K = 4H, computed in
+// blocks of 2W units, and the cell backward of the block runs on it.
+void backward_tiled(const Steps& s, const float* d_y, const float* d_hn, const float* gates, const float* cs,
+                    const float* c0, const float* w_hh, int64_t H, float* d_z, float* dc_run, int tid, int nt) {
+  const int64_t G = 4 * H, P = H, W = 2 * tile_width();
+  auto [u0, u1] = columns(H, tid, nt);
+  const int64_t blocks = (u1 - u0 + W - 1) / W, panel_size = G * W;
+  Scratch panel(blocks * panel_size), tile(s.B * W);
+  for (int64_t ub = 0; ub < blocks; ++ub)
+    for (int64_t k = 0; k < G; ++k)
+      for (int64_t v = 0; v < W; ++v) {
+        const int64_t unit = u0 + ub * W + v;
+        panel.p[ub * panel_size + k * W + v] = unit < u1 ? w_hh[k * P + unit] : 0.0f;
+      }
+  for (int64_t i = s.T - 1; i >= 0; --i) {  // steps in reverse of the forward order
+    const int64_t t = s.order[i], b = s.size[t], row0 = s.offset[t];
+    const int64_t carried = i == s.T - 1 ? 0 : std::min(b, s.size_at(i + 1));
+    const float* d_z_next = carried > 0 ? d_z + s.offset[s.order[i + 1]] * G : nullptr;
+    const int64_t prev = i == 0 ? -1 : s.order[i - 1];  // step before, in forward order
+    const int64_t prev_b = prev < 0 ? 0 : s.size[prev];
+    for (int64_t ub = 0; ub < blocks; ++ub) {
+      const int64_t u = u0 + ub * W, n = std::min(W, u1 - u);
+      tile_product(carried, G, d_z_next, G, panel.p + ub * panel_size, 2, tile.p);
+      for (int64_t r = 0; r < b; ++r) {
+        const int64_t row = row0 + r;
+        const float* c_prev = r < prev_b ? cs + (s.offset[prev] + r) * H : c0 + r * H;
+        // dm = d_y + dh; dh carried from the step after, or d_hn where the sequence ends.
+        const float* dh = r < carried ? tile.p + r * W : d_hn + r * P + u;
+        cell_backward<float>(n, gates + row * G + u, H, cs + row * H + u, c_prev + u, d_y + row * P + u, dh,
+                             dc_run + r * H + u, d_z + row * G + u);
+      }
+    }
+    barrier(nt);
+  }
+}
+
 template <typename T>
 void forward_impl(const Steps& s, const T* xw, const T* h0, const T* w_hh, const T* w_hr, int64_t H,
                   int64_t P, T* y, T* gates, T* cs, T* c_run, T* z, T* m, T* w_perm) {
   const int64_t G = 4 * H;
   run_parallel(threads_for(s.B, H, P), [&](int tid, int nt) {
+    if constexpr (std::is_same_v<T, float>)
+      if (tiled(w_hr)) return forward_tiled(s, xw, h0, w_hh, H, y, gates, cs, c_run, tid, nt);
     auto [u0, u1] = columns(H, tid, nt);  // this thread's hidden units
     auto [p0, p1] = columns(P, tid, nt);  // and output columns (projection)
     const int64_t nu = u1 - u0;
@@ -192,7 +290,7 @@ void forward_impl(const Steps& s, const T* xw, const T* h0, const T* w_hh, const
       for (int64_t r = 0; r < b; ++r) {
         const int64_t row = row0 + r;
         T* out = w_hr ? m + r * H : y + row * P;  // (H,) of this row
-        cell_forward<T>(nu, z + r * G + 4 * u0, xw + row * G + u0, H, c_run + r * H + u0, out + u0,
+        cell_forward<T>(nu, z + r * G + 4 * u0, nu, xw + row * G + u0, H, c_run + r * H + u0, out + u0,
                         gates ? gates + row * G + u0 : nullptr, cs ? cs + row * H + u0 : nullptr);
       }
       if (w_hr) {  // y (b, P) = m @ w_hr^T, this thread's P columns
@@ -210,6 +308,8 @@ void backward_impl(const Steps& s, const T* d_y, const T* d_hn, const T* gates, 
                    T* dc_run, T* dh, T* dm) {
   const int64_t G = 4 * H;
   run_parallel(threads_for(s.B, H, P), [&](int tid, int nt) {
+    if constexpr (std::is_same_v<T, float>)
+      if (tiled(w_hr)) return backward_tiled(s, d_y, d_hn, gates, cs, c0, w_hh, H, d_z, dc_run, tid, nt);
     auto [u0, u1] = columns(H, tid, nt);
     auto [p0, p1] = columns(P, tid, nt);
     const int64_t nu = u1 - u0;

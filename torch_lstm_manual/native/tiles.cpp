@@ -1,0 +1,98 @@
+// The per-step recurrent product of the float32 loops in loops.cpp, written
+// for the shapes it has: a few dozen rows, K = H or 4H, and a weight panel that
+// stays the same for all T steps.
+//
+// The weights are packed once per call into panels: row k of a panel holds
+// nv vectors of kWidth floats, contiguous, so that a tile of MR rows x nv
+// vectors accumulates in registers over the whole K and is stored once. The
+// loops then run the gate arithmetic on the stored tile while it is still in
+// the L1 cache. Without vector instructions (kWidth = 0) loops.cpp keeps
+// calling BLAS.
+
+#include <cstdint>
+
+#if defined(__AVX512F__)
+constexpr int kWidth = 16;
+#elif defined(__AVX2__) && defined(__FMA__)
+constexpr int kWidth = 8;
+#else
+constexpr int kWidth = 0;
+#endif
+
+namespace {
+
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+typedef float Vec __attribute__((vector_size(kWidth * 4)));
+typedef float Unaligned __attribute__((vector_size(kWidth * 4), aligned(4)));  // for loads and stores
+
+inline Vec load(const float* p) { return *reinterpret_cast<const Unaligned*>(p); }
+
+inline void store(float* p, Vec v) { *reinterpret_cast<Unaligned*>(p) = v; }
+
+// Rows per tile: as many accumulators as the vector registers hold (32 with
+// AVX-512, 16 with AVX2) with room for the panel row and a broadcast; with
+// AVX2 and four vectors, 12 accumulators leave the panel row to the loads.
+template <int NV>
+constexpr int rows_per_tile() {
+  if constexpr (kWidth == 16) return NV == 4 ? 6 : 14;
+  return NV == 4 ? 3 : 6;
+}
+
+// c (MR, NV * kWidth) = a (MR, K; row stride lda) @ panel (K, NV * kWidth).
+template <int MR, int NV>
+void tile(int64_t K, const float* a, int64_t lda, const float* panel, float* c) {
+  Vec acc[MR][NV];
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[r][v] = Vec{};
+  for (int64_t k = 0; k < K; ++k) {
+    Vec w[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) w[v] = load(panel + (k * NV + v) * kWidth);
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r) {
+      const float s = a[r * lda + k];
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[r][v] += s * w[v];
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) store(c + (r * NV + v) * kWidth, acc[r][v]);
+}
+
+// The last rows / MR-th of the rows, with a tile of exactly that many rows.
+template <int NV, int MR>
+void tail(int64_t rows, int64_t K, const float* a, int64_t lda, const float* panel, float* c) {
+  if constexpr (MR > 0) {
+    if (rows == MR) return tile<MR, NV>(K, a, lda, panel, c);
+    tail<NV, MR - 1>(rows, K, a, lda, panel, c);
+  }
+}
+
+template <int NV>
+void product(int64_t rows, int64_t K, const float* a, int64_t lda, const float* panel, float* c) {
+  constexpr int MR = rows_per_tile<NV>();
+  int64_t r = 0;
+  for (; r + MR <= rows; r += MR) tile<MR, NV>(K, a + r * lda, lda, panel, c + r * NV * kWidth);
+  if (r < rows) tail<NV, MR - 1>(rows - r, K, a + r * lda, lda, panel, c + r * NV * kWidth);
+}
+#endif
+
+}  // namespace
+
+int tile_width() { return kWidth; }
+
+// c (rows, nv * tile_width()) = a (rows, K; row stride lda) @ panel (K, nv * tile_width()),
+// for nv = 2 or 4. Only called when tile_width() > 0.
+void tile_product(int64_t rows, int64_t K, const float* a, int64_t lda, const float* panel, int nv, float* c) {
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+  if (rows <= 0) return;
+  if (nv == 4) return product<4>(rows, K, a, lda, panel, c);
+  product<2>(rows, K, a, lda, panel, c);
+#else
+  (void)rows, (void)K, (void)a, (void)lda, (void)panel, (void)nv, (void)c;
+#endif
+}
