@@ -12,6 +12,7 @@ between nn.LSTM and the Python loops themselves.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -53,7 +54,7 @@ def loop_inputs(sizes, H, P, dtype, seed=0):
 @needs_native
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("sizes", SIZES)
-@pytest.mark.parametrize("H, P", [(5, 0), (72, 0), (72, 20)])
+@pytest.mark.parametrize("H, P", [(5, 0), (33, 0), (72, 0), (72, 20)])
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("scale", [1, 24])
 def test_loops_match_reference(dtype, sizes, H, P, reverse, scale):
@@ -75,17 +76,52 @@ def test_loops_match_reference(dtype, sizes, H, P, reverse, scale):
 
 
 @needs_native
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_thread_count_does_not_change_results(threads):
+def test_thread_count_does_not_change_results(threads, dtype):
     sizes = [64] * 6 + [40, 9, 1]
-    xw, h0, c0, w_hh, w_hr = loop_inputs(sizes, 128, 0, torch.float64)
+    xw, h0, c0, w_hh, w_hr = loop_inputs(sizes, 128, 0, dtype)
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         got = BACKENDS["native"].forward(xw, h0, c0, w_hh, w_hr, sizes, True)
+        y, gates, cs = got[:3]
+        d_y = torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=dtype)
+        args = (d_y, h0, c0, gates, cs, c0, w_hh, w_hr, sizes, True)
+        got_back = BACKENDS["native"].backward(*args)
     finally:
         torch.set_num_threads(old)
-    assert_all_close(got, forward_loop(xw, h0, c0, w_hh, w_hr, sizes, True))
+    assert_all_close(got, forward_loop(xw, h0, c0, w_hh, w_hr, sizes, True), **TOL[dtype])
+    assert_all_close(got_back, backward_loop(*args), **TOL[dtype])
+
+
+# What each build of the extension is named, by the CPU capability torch reports.
+BUILD_NAMES = {"DEFAULT": "torch_lstm_manual_native", "AVX2": "torch_lstm_manual_native_avx2"}
+
+
+@needs_native
+@pytest.mark.parametrize("capability", sorted(BUILD_NAMES))
+def test_builds_for_other_cpus_match_reference(capability):
+    """The builds this CPU does not run by itself: without AVX-512 (AVX2 tiles
+    and gates) and without vector instructions (BLAS and scalar gates), forced
+    through ATEN_CPU_CAPABILITY in a subprocess that runs the loop tests above."""
+    own = torch.backends.cpu.get_cpu_capability()
+    if capability == own:
+        pytest.skip("the build this process runs")
+    if capability == "AVX2" and own != "AVX512":
+        pytest.skip(f"this CPU reports {own}")
+    code = (
+        "import sys, pytest, torch, torch_lstm_manual.native as n\n"
+        f"assert torch.backends.cpu.get_cpu_capability() == {capability!r}\n"
+        "assert n.load() is None, n.load()\n"
+        f"assert n._ext.__name__ == {BUILD_NAMES[capability]!r}, n._ext.__name__\n"
+        "sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', '-W', 'ignore::UserWarning', "
+        f"{__file__!r}, '-k', 'loops_match_reference or thread_count']))\n"
+    )
+    env = dict(os.environ, ATEN_CPU_CAPABILITY=capability.lower())
+    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=os.path.dirname(__file__), capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert " passed" in done.stdout and "failed" not in done.stdout
 
 
 @needs_native
