@@ -225,6 +225,46 @@ def test_float32_error_no_worse_than_nn_lstm():
 
 
 # --------------------------------------------------------------------------
+# The buffers the loops keep for reuse.
+
+
+@needs_native
+def test_kept_buffers_are_reused_only_once_free():
+    sizes = [64] * 8  # gates: 512 x 512 floats, 1 MiB: large enough to be kept
+    xw, h0, c0, w_hh, _ = loop_inputs(sizes, 128, 0, torch.float32)
+    loops = BACKENDS["native"]
+    native.empty_cache()
+    first = loops.forward(xw, h0, c0, w_hh, None, sizes, False)
+    kept = [t.clone() for t in first]
+    second = loops.forward(xw * 2, h0, c0, w_hh, None, sizes, False)  # `first` still held
+    assert first[1].data_ptr() != second[1].data_ptr()
+    assert all(torch.equal(a, b) for a, b in zip(first, kept))
+    address = first[1].data_ptr()
+    del first
+    third = loops.forward(xw, h0, c0, w_hh, None, sizes, False)
+    assert third[1].data_ptr() == address  # the free buffer, not fresh memory
+    assert_all_close(third, kept, rtol=0, atol=0)
+    del second, third
+    assert native.empty_cache() >= 512 * 512 * 4
+    assert native.empty_cache() == 0
+
+
+@needs_native
+def test_two_graphs_alive_at_once_match_nn_lstm():
+    """Two forward passes before either backward: each keeps its own saved buffers."""
+    ref, ours = twins("native", dtype=torch.float32, input_size=16, hidden_size=128)
+    xs = [torch.randn(8, 64, 16) for _ in range(2)]
+
+    def grads(module):
+        module.zero_grad()
+        outs = [module(x)[0] for x in xs]
+        (outs[0].square().sum() + outs[1].sum()).backward()
+        return outs + [p.grad for p in module.parameters()]
+
+    assert_all_close(grads(ours), grads(ref), **FLOAT32)
+
+
+# --------------------------------------------------------------------------
 # The loader: lazy, and a failed build falls back to Python with one warning.
 
 

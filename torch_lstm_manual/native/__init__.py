@@ -118,6 +118,17 @@ def load() -> Optional[str]:
         return None
 
 
+def empty_cache() -> int:
+    """Free the large buffers the native loops keep for reuse and no tensor
+    holds any more (saved gate activations, gate gradients), as
+    ``torch.cuda.empty_cache`` does for CUDA memory. Returns the bytes freed.
+
+    The loops keep them because fresh memory of that size costs page faults
+    and zeroing on every call; a training loop reuses them step after step.
+    """
+    return _ext.release_buffers() if _ext is not None else 0
+
+
 def unavailable(x: torch.Tensor) -> Optional[str]:
     """None where the native loops run tensors like ``x`` (float32 or float64 on
     the CPU, once the extension is built: the first such call builds it), else why not."""

@@ -25,6 +25,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <mutex>
 #include <type_traits>
 #include <vector>
 
@@ -346,6 +347,60 @@ void backward_impl(const Steps& s, const T* d_y, const T* d_hn, const T* gates, 
   });
 }
 
+// The two (N, 4H) buffers of the loops, the gates kept for the backward pass
+// and d_z, kept for the next call once nobody holds them. Fresh memory of that
+// size is zeroed and mapped page by page by the kernel on every call, a few ms
+// per training step at T=200, B=64, H=128; a training loop asks for the same
+// sizes every step. (cs, a quarter of the size, is not kept: held through a
+// multi-layer backward it would raise the peak memory more than it saves.) A kept buffer is free when no tensor refers to its
+// storage any more. A request takes the smallest free one of its dtype with
+// room for it and at most 5/4 of its size; when none fits, the free ones are
+// dropped (they did not fit) and a buffer of exactly the request is made.
+// release() drops the free ones, for torch_lstm_manual.native.empty_cache().
+class BufferCache {
+ public:
+  Tensor empty(at::IntArrayRef sizes, const at::TensorOptions& options) {
+    const int64_t n = c10::multiply_integers(sizes);
+    if (n * static_cast<int64_t>(options.dtype().itemsize()) < kMinBytes) return at::empty(sizes, options);
+    std::lock_guard<std::mutex> lock(mutex_);
+    const Tensor* best = nullptr;
+    for (const Tensor& kept : kept_)
+      if (unused(kept) && kept.scalar_type() == c10::typeMetaToScalarType(options.dtype()) && kept.numel() >= n &&
+          kept.numel() * 4 <= n * 5 && (!best || kept.numel() < best->numel()))
+        best = &kept;
+    if (!best) {
+      drop_unused();
+      kept_.push_back(at::empty({n}, options));
+      best = &kept_.back();
+    }
+    return at::empty({0}, options).set_(best->storage(), 0, sizes, c10::contiguous_strides(sizes));
+  }
+
+  // Drop the buffers nobody holds; returns how many bytes they had.
+  int64_t release() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return drop_unused();
+  }
+
+ private:
+  static constexpr int64_t kMinBytes = 1 << 20;
+  static bool unused(const Tensor& t) { return t.storage().use_count() == 1; }
+  int64_t drop_unused() {
+    int64_t bytes = 0;
+    for (const Tensor& kept : kept_)
+      if (unused(kept)) bytes += static_cast<int64_t>(kept.nbytes());
+    kept_.erase(std::remove_if(kept_.begin(), kept_.end(), unused), kept_.end());
+    return bytes;
+  }
+  std::mutex mutex_;
+  std::vector<Tensor> kept_;
+};
+
+BufferCache& buffers() {
+  static BufferCache cache;
+  return cache;
+}
+
 void check(const Tensor& t, const char* name, int64_t rows, int64_t cols, const Tensor& like) {
   TORCH_CHECK(t.dim() == 2 && t.size(0) == rows && t.size(1) == cols, name, " must be (", rows, ", ",
               cols, "), got ", t.sizes());
@@ -387,7 +442,8 @@ std::vector<Tensor> forward(const Tensor& xw_, const Tensor& h0_, const Tensor& 
   Tensor xw = xw_.contiguous(), h0 = h0_.contiguous(), w_hh = w_hh_.contiguous();
   auto opt = xw.options();
   Tensor y = at::empty({s.N, P}, opt), c_n = c0.contiguous().clone();
-  Tensor gates = save ? at::empty({s.N, 4 * H}, opt) : Tensor(), cs = save ? at::empty({s.N, H}, opt) : Tensor();
+  Tensor gates = save ? buffers().empty({s.N, 4 * H}, opt) : Tensor();
+  Tensor cs = save ? at::empty({s.N, H}, opt) : Tensor();
   Tensor z = at::empty({s.B, 4 * H}, opt), w_perm = at::empty({4 * H, P}, opt);
   Tensor m = w_hr.defined() ? at::empty({s.B, H}, opt) : Tensor();
   AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "lstm_forward_loop", [&] {
@@ -415,7 +471,7 @@ std::vector<Tensor> backward(const Tensor& d_y_, const Tensor& d_hn_, const Tens
   Tensor d_y = d_y_.contiguous(), d_hn = d_hn_.contiguous(), gates = gates_.contiguous(), cs = cs_.contiguous();
   Tensor c0 = c0_.contiguous(), w_hh = w_hh_.contiguous();
   auto opt = gates.options();
-  Tensor d_z = at::empty({s.N, 4 * H}, opt), d_c0 = d_cn.contiguous().clone();
+  Tensor d_z = buffers().empty({s.N, 4 * H}, opt), d_c0 = d_cn.contiguous().clone();
   Tensor d_h = w_hr.defined() ? at::empty({s.N, P}, opt) : Tensor();
   Tensor dh = at::empty({s.B, P}, opt), dm = w_hr.defined() ? at::empty({s.B, H}, opt) : Tensor();
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "lstm_backward_loop", [&] {
@@ -439,5 +495,7 @@ std::vector<Tensor> backward(const Tensor& d_y_, const Tensor& d_hn_, const Tens
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &forward, "forward_loop: (y, gates, cs, h_n, c_n)", py::call_guard<py::gil_scoped_release>());
+  m.def("release_buffers", [] { return buffers().release(); },
+        "drop the kept buffers that no tensor holds; returns their bytes");
   m.def("backward", &backward, "backward_loop: (d_z, d_h, d_h0, d_c0)", py::call_guard<py::gil_scoped_release>());
 }
