@@ -22,7 +22,7 @@ from torch import nn
 
 import torch_lstm_manual.native as native
 from torch_lstm_manual import LSTM, lstm_layer
-from torch_lstm_manual.functional import BACKENDS, backward_loop, forward_loop
+from torch_lstm_manual.functional import BACKENDS, backward_loop, forward_loop, input_projection
 from torch_lstm_manual.lstm import resolve_backend
 
 from helpers import assert_all_close, run, twins
@@ -122,6 +122,18 @@ def test_builds_for_other_cpus_match_reference(capability):
     done = subprocess.run([sys.executable, "-c", code], env=env, cwd=os.path.dirname(__file__), capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert " passed" in done.stdout and "failed" not in done.stdout
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("biases", ["both", "ih", "hh", "none"])
+def test_input_projection_matches_reference(dtype, biases):
+    gen = torch.Generator().manual_seed(0)
+    rows, w_ih = torch.randn(700, 24, generator=gen, dtype=dtype), torch.randn(400, 24, generator=gen, dtype=dtype)
+    b_ih = torch.randn(400, generator=gen, dtype=dtype) if biases in ("both", "ih") else None
+    b_hh = torch.randn(400, generator=gen, dtype=dtype) if biases in ("both", "hh") else None
+    got = BACKENDS["native"].project(rows, w_ih, b_ih, b_hh)
+    assert_all_close(got, input_projection(rows, w_ih, b_ih, b_hh), **TOL[dtype])
 
 
 @needs_native

@@ -203,9 +203,10 @@ def backward_loop(d_y, d_hn, d_cn, gates, cs, c0, w_hh, w_hr, batch_sizes, rever
     """Backpropagate through the recurrence, from the last step visited to the first.
 
     Returns:
-        ``(d_z, d_h, d_h0, d_c0)``: pre-activation gradients (N, G), the total
-        gradient reaching each output ``h_t`` (N, P; only with a projection,
-        else None), and the gradients of the initial states (B, P), (B, H).
+        ``(d_z, d_h, d_h0, d_c0, d_b)``: pre-activation gradients (N, G), the
+        total gradient reaching each output ``h_t`` (N, P; only with a
+        projection, else None), the gradients of the initial states (B, P),
+        (B, H), and the bias gradient, the sum of the rows of ``d_z`` (G,).
     """
     H = cs.shape[-1]
     steps = make_steps(batch_sizes, reverse)
@@ -236,12 +237,24 @@ def backward_loop(d_y, d_hn, d_cn, gates, cs, c0, w_hh, w_hr, batch_sizes, rever
         dh = d_z.mm(w_hh)  # (b, P)
     d_z = torch.cat(d_zs)  # (N, G)
     d_h = None if w_hr is None else torch.cat(d_hs)  # (N, P)
-    return d_z, d_h, _final(dh, dh_done), _final(dc, dc_done)
+    return d_z, d_h, _final(dh, dh_done), _final(dc, dc_done), d_z.sum(0)
+
+
+def input_bias(b_ih: Optional[Tensor], b_hh: Optional[Tensor]) -> Optional[Tensor]:
+    """``b_ih + b_hh``, (G,), or whichever is given, or None."""
+    return b_ih if b_hh is None else (b_hh if b_ih is None else b_ih + b_hh)
+
+
+def input_projection(rows, w_ih, b_ih, b_hh):
+    """``x W_ih^T + b_ih + b_hh`` for every row: one matrix product, (N, G)."""
+    bias = input_bias(b_ih, b_hh)
+    return rows.mm(w_ih.t()) if bias is None else torch.addmm(bias, rows, w_ih.t())
 
 
 class Loops(NamedTuple):
     forward: Callable  # forward_loop's arguments, ``save`` included, and results
     backward: Callable  # backward_loop's arguments and results
+    project: Callable = input_projection  # input_projection's arguments and result
 
 
 # Implementations of the two time loops, by backend name. Every entry takes the
@@ -257,17 +270,11 @@ def _needs_reference(*tensors) -> bool:
     return any(t is not None and torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors)
 
 
-def _input_projection(rows, w_ih, b_ih, b_hh):
-    """``x W_ih^T + b_ih + b_hh`` for every row: one matrix product, (N, G)."""
-    bias = b_ih if b_hh is None else (b_hh if b_ih is None else b_ih + b_hh)  # (G,) or None
-    return rows.mm(w_ih.t()) if bias is None else torch.addmm(bias, rows, w_ih.t())
-
-
 def _forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse, backend, save):
     rows = x if batch_sizes is not None else x.flatten(0, 1)  # (N, I)
     sizes = batch_sizes if batch_sizes is not None else (x.shape[1],) * x.shape[0]
-    xw = _input_projection(rows, w_ih, b_ih, b_hh)  # (N, G)
     loops = BACKENDS["python"] if _needs_reference(x, h0, c0, w_ih, w_hh, w_hr) else BACKENDS[backend]
+    xw = loops.project(rows, w_ih, b_ih, b_hh)  # (N, G)
     y, gates, cs, h_n, c_n = loops.forward(xw, h0, c0, w_hh, w_hr, sizes, reverse, save)
     if batch_sizes is None:
         y = y.view(x.shape[0], x.shape[1], -1)  # (T, B, P)
@@ -328,13 +335,13 @@ class LSTMFunction(torch.autograd.Function):
         if torch.is_grad_enabled():
             # Double backward: recompute the intermediates with autograd watching,
             # so that the hand-derived backward below is itself differentiable.
-            xw = _input_projection(rows, w_ih, b_ih, b_hh)  # (N, G)
+            xw = input_projection(rows, w_ih, b_ih, b_hh)  # (N, G)
             y, gates, cs, _, _ = forward_loop(xw, h0, c0, w_hh, w_hr, sizes, ctx.reverse)
             loops = BACKENDS["python"]
         elif _needs_reference(d_y, x, h0, w_ih, w_hh, w_hr, gates):
             loops = BACKENDS["python"]
 
-        d_z, d_h, d_h0, d_c0 = loops.backward(d_y, d_hn, d_cn, gates, cs, c0, w_hh, w_hr, sizes, ctx.reverse)
+        d_z, d_h, d_h0, d_c0, d_b = loops.backward(d_y, d_hn, d_cn, gates, cs, c0, w_hh, w_hr, sizes, ctx.reverse)
 
         d_x = d_w_ih = d_w_hh = d_b_ih = d_b_hh = d_w_hr = None
         if need[0]:
@@ -345,7 +352,6 @@ class LSTMFunction(torch.autograd.Function):
         if need[4]:
             d_w_hh = _recurrent_weight_grad(d_z, y, h0, sizes, ctx.reverse)  # (G, P)
         if need[5] or need[6]:
-            d_b = d_z.sum(0)  # (G,)
             d_b_ih = d_b if need[5] else None
             d_b_hh = (d_b.clone() if need[5] else d_b) if need[6] else None
         if need[7]:

@@ -25,7 +25,7 @@ from typing import Optional
 
 import torch
 
-from ..functional import BACKENDS, Loops
+from ..functional import BACKENDS, Loops, input_bias
 
 ENV_SWITCH = "TORCH_LSTM_MANUAL_NATIVE"
 _SOURCES = ("loops.cpp", "cells.cpp", "tiles.cpp")
@@ -85,8 +85,13 @@ def forward_loop(xw, h0, c0, w_hh, w_hr, batch_sizes, reverse, save=True):
 
 def backward_loop(d_y, d_hn, d_cn, gates, cs, c0, w_hh, w_hr, batch_sizes, reverse):
     """:func:`~torch_lstm_manual.functional.backward_loop`, compiled."""
-    d_z, d_h, d_h0, d_c0 = _ext.backward(d_y, d_hn, d_cn, gates, cs, c0, w_hh, w_hr, _batch_sizes(batch_sizes), bool(reverse))
-    return d_z, d_h, d_h0, d_c0
+    d_z, d_h, d_h0, d_c0, d_b = _ext.backward(d_y, d_hn, d_cn, gates, cs, c0, w_hh, w_hr, _batch_sizes(batch_sizes), bool(reverse))
+    return d_z, d_h, d_h0, d_c0, d_b
+
+
+def input_projection(rows, w_ih, b_ih, b_hh):
+    """:func:`~torch_lstm_manual.functional.input_projection`, into a kept buffer."""
+    return _ext.project(rows, w_ih, input_bias(b_ih, b_hh))
 
 
 def load() -> Optional[str]:
@@ -114,7 +119,7 @@ def load() -> Optional[str]:
             _error = f"the C++ extension failed to build ({type(error).__name__}: {cause})"
             warnings.warn(f"torch_lstm_manual: {_error}; using the Python loops instead.", RuntimeWarning, stacklevel=2)
             return _error
-        BACKENDS["native"] = Loops(forward_loop, backward_loop)
+        BACKENDS["native"] = Loops(forward_loop, backward_loop, input_projection)
         return None
 
 

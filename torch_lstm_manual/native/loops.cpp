@@ -230,13 +230,41 @@ void forward_tiled(const Steps& s, const float* xw, const float* h0, const float
   }
 }
 
+// Column sums of d_z, the bias gradient, for one thread's units [u0, u0 + nu):
+// the rows of a step add up in T (a few dozen rows), and each step's sums add
+// up in double, so that the sum over N rows loses nothing in float32.
+template <typename T>
+struct ColumnSums {
+  int64_t H, u0, nu;
+  std::vector<T> step;
+  std::vector<double> total;
+  ColumnSums(int64_t H, int64_t u0, int64_t nu) : H(H), u0(u0), nu(nu), step(4 * nu), total(4 * nu) {}
+  // Add gate q, units u0 + lo ... u0 + lo + n - 1 of a row of d_z.
+  void add(const T* d_z_row, int64_t lo, int64_t n) {
+    for (int64_t q = 0; q < 4; ++q) {
+      T* to = step.data() + q * nu + lo;
+      const T* from = d_z_row + q * H + u0 + lo;
+      for (int64_t j = 0; j < n; ++j) to[j] += from[j];
+    }
+  }
+  void end_step() {
+    for (int64_t k = 0; k < 4 * nu; ++k) total[k] += step[k], step[k] = T(0);
+  }
+  void store(T* d_b) const {
+    for (int64_t q = 0; q < 4; ++q)
+      for (int64_t j = 0; j < nu; ++j) d_b[q * H + u0 + j] = static_cast<T>(total[q * nu + j]);
+  }
+};
+
 // backward_impl's thread body on tiles: dh of this thread's units is
 // d_z (of the step visited after) @ w_hh[:, units], K = 4H, computed in
 // blocks of 2W units, and the cell backward of the block runs on it.
 void backward_tiled(const Steps& s, const float* d_y, const float* d_hn, const float* gates, const float* cs,
-                    const float* c0, const float* w_hh, int64_t H, float* d_z, float* dc_run, int tid, int nt) {
+                    const float* c0, const float* w_hh, int64_t H, float* d_z, float* dc_run, float* d_b, int tid,
+                    int nt) {
   const int64_t G = 4 * H, P = H, W = 2 * tile_width();
   auto [u0, u1] = columns(H, tid, nt);
+  ColumnSums<float> sums(H, u0, u1 - u0);
   const int64_t blocks = (u1 - u0 + W - 1) / W, panel_size = G * W;
   Scratch panel(blocks * panel_size), tile(s.B * W);
   for (int64_t ub = 0; ub < blocks; ++ub)
@@ -261,10 +289,13 @@ void backward_tiled(const Steps& s, const float* d_y, const float* d_hn, const f
         const float* dh = r < carried ? tile.p + r * W : d_hn + r * P + u;
         cell_backward<float>(n, gates + row * G + u, H, cs + row * H + u, c_prev + u, d_y + row * P + u, dh,
                              dc_run + r * H + u, d_z + row * G + u);
+        sums.add(d_z + row * G, u - u0, n);
       }
     }
+    sums.end_step();
     barrier(nt);
   }
+  sums.store(d_b);
 }
 
 template <typename T>
@@ -306,14 +337,15 @@ void forward_impl(const Steps& s, const T* xw, const T* h0, const T* w_hh, const
 template <typename T>
 void backward_impl(const Steps& s, const T* d_y, const T* d_hn, const T* gates, const T* cs,
                    const T* c0, const T* w_hh, const T* w_hr, int64_t H, int64_t P, T* d_z, T* d_h,
-                   T* dc_run, T* dh, T* dm) {
+                   T* dc_run, T* dh, T* dm, T* d_b) {
   const int64_t G = 4 * H;
   run_parallel(threads_for(s.B, H, P), [&](int tid, int nt) {
     if constexpr (std::is_same_v<T, float>)
-      if (tiled(w_hr)) return backward_tiled(s, d_y, d_hn, gates, cs, c0, w_hh, H, d_z, dc_run, tid, nt);
+      if (tiled(w_hr)) return backward_tiled(s, d_y, d_hn, gates, cs, c0, w_hh, H, d_z, dc_run, d_b, tid, nt);
     auto [u0, u1] = columns(H, tid, nt);
     auto [p0, p1] = columns(P, tid, nt);
     const int64_t nu = u1 - u0;
+    ColumnSums<T> sums(H, u0, nu);
     for (int64_t i = s.T - 1; i >= 0; --i) {  // steps in reverse of the forward order
       const int64_t t = s.order[i], b = s.size[t], row0 = s.offset[t];
       const int64_t carried = i == s.T - 1 ? 0 : std::min(b, s.size_at(i + 1));
@@ -341,9 +373,12 @@ void backward_impl(const Steps& s, const T* d_y, const T* d_hn, const T* gates, 
         const T* dm_b = d_m ? nullptr : dh + r * P;
         cell_backward<T>(nu, gates + row * G + u0, H, cs + row * H + u0, c_prev + u0, dm_a + u0,
                          dm_b ? dm_b + u0 : nullptr, dc_run + r * H + u0, d_z + row * G + u0);
+        sums.add(d_z + row * G, 0, nu);
       }
+      sums.end_step();
       barrier(nt);
     }
+    sums.store(d_b);
   });
 }
 
@@ -352,7 +387,9 @@ void backward_impl(const Steps& s, const T* d_y, const T* d_hn, const T* gates, 
 // size is zeroed and mapped page by page by the kernel on every call, a few ms
 // per training step at T=200, B=64, H=128; a training loop asks for the same
 // sizes every step. (cs, a quarter of the size, is not kept: held through a
-// multi-layer backward it would raise the peak memory more than it saves.) A kept buffer is free when no tensor refers to its
+// multi-layer backward it would raise the peak memory more than it saves.)
+// The input projections xw are kept too: they are free again once the loop
+// has run. A kept buffer is free when no tensor refers to its
 // storage any more. A request takes the smallest free one of its dtype with
 // room for it and at most 5/4 of its size; when none fits, the free ones are
 // dropped (they did not fit) and a buffer of exactly the request is made.
@@ -474,10 +511,11 @@ std::vector<Tensor> backward(const Tensor& d_y_, const Tensor& d_hn_, const Tens
   Tensor d_z = buffers().empty({s.N, 4 * H}, opt), d_c0 = d_cn.contiguous().clone();
   Tensor d_h = w_hr.defined() ? at::empty({s.N, P}, opt) : Tensor();
   Tensor dh = at::empty({s.B, P}, opt), dm = w_hr.defined() ? at::empty({s.B, H}, opt) : Tensor();
+  Tensor d_b = at::empty({4 * H}, opt);
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "lstm_backward_loop", [&] {
     auto ptr = [](const Tensor& t) { return t.defined() ? t.data_ptr<scalar_t>() : nullptr; };
     backward_impl<scalar_t>(s, ptr(d_y), ptr(d_hn), ptr(gates), ptr(cs), ptr(c0), ptr(w_hh), ptr(w_hr), H, P,
-                            ptr(d_z), ptr(d_h), ptr(d_c0), ptr(dh), ptr(dm));
+                            ptr(d_z), ptr(d_h), ptr(d_c0), ptr(dh), ptr(dm), ptr(d_b));
   });
   // d_h0: the rows of each step whose sequences start there, through w_hh.
   Tensor d_h0 = at::empty({s.B, P}, opt);
@@ -488,7 +526,20 @@ std::vector<Tensor> backward(const Tensor& d_y_, const Tensor& d_hn_, const Tens
       at::mm_out(rows, d_z.narrow(0, s.offset[t] + before, s.size[t] - before), w_hh);
     }
   }
-  return {d_z, d_h, d_h0, d_c0};
+  return {d_z, d_h, d_h0, d_c0, d_b};
+}
+
+// xw = rows @ w_ih^T + bias, (N, G), into a kept buffer.
+Tensor project(const Tensor& rows, const Tensor& w_ih, const c10::optional<Tensor>& bias) {
+  c10::AutoGradMode no_grad(false);
+  TORCH_CHECK(rows.dim() == 2 && w_ih.dim() == 2 && rows.size(1) == w_ih.size(1), "rows (N, I) and w_ih (G, I) ",
+              "must share I, got ", rows.sizes(), " and ", w_ih.sizes());
+  Tensor xw = buffers().empty({rows.size(0), w_ih.size(0)}, rows.options());
+  if (bias.has_value() && bias->defined())
+    at::addmm_out(xw, *bias, rows, w_ih.t());
+  else
+    at::mm_out(xw, rows, w_ih.t());
+  return xw;
 }
 
 }  // namespace
@@ -497,5 +548,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &forward, "forward_loop: (y, gates, cs, h_n, c_n)", py::call_guard<py::gil_scoped_release>());
   m.def("release_buffers", [] { return buffers().release(); },
         "drop the kept buffers that no tensor holds; returns their bytes");
-  m.def("backward", &backward, "backward_loop: (d_z, d_h, d_h0, d_c0)", py::call_guard<py::gil_scoped_release>());
+  m.def("backward", &backward, "backward_loop: (d_z, d_h, d_h0, d_c0, d_b)",
+        py::call_guard<py::gil_scoped_release>());
+  m.def("project", &project, "input projection: rows @ w_ih^T + bias", py::call_guard<py::gil_scoped_release>());
 }
