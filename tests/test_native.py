@@ -22,7 +22,7 @@ from torch import nn
 
 import torch_lstm_manual.native as native
 from torch_lstm_manual import LSTM, lstm_layer
-from torch_lstm_manual.functional import BACKENDS, backward_loop, forward_loop, input_projection
+from torch_lstm_manual.functional import BACKENDS, backward_loop, forward_loop, input_projection, project_and_forward
 from torch_lstm_manual.lstm import resolve_backend
 
 from helpers import assert_all_close, run, twins
@@ -116,12 +116,34 @@ def test_builds_for_other_cpus_match_reference(capability):
         "assert n.load() is None, n.load()\n"
         f"assert n._ext.__name__ == {BUILD_NAMES[capability]!r}, n._ext.__name__\n"
         "sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', '-W', 'ignore::UserWarning', "
-        f"{__file__!r}, '-k', 'loops_match_reference or thread_count']))\n"
+        f"{__file__!r}, '-k', 'loops_match_reference or thread_count or from_input']))\n"
     )
     env = dict(os.environ, ATEN_CPU_CAPABILITY=capability.lower())
     done = subprocess.run([sys.executable, "-c", code], env=env, cwd=os.path.dirname(__file__), capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert " passed" in done.stdout and "failed" not in done.stdout
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("sizes", [(3, 3, 3), (5, 4, 4, 2, 1)])
+@pytest.mark.parametrize("H, P", [(5, 0), (33, 0), (72, 20)])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("scale, I, bias", [(1, 3, True), (24, 40, True), (24, 7, False)])
+def test_forward_from_input_matches_reference(dtype, sizes, H, P, reverse, scale, I, bias):
+    """The input projection and the forward loop in one call (on the tiles,
+    for float32 without a projection) against the two in Python."""
+    sizes = [b * scale for b in sizes]
+    xw, h0, c0, w_hh, w_hr = loop_inputs(sizes, H, P, dtype)
+    gen = torch.Generator().manual_seed(2)
+    rows, w_ih = (torch.randn(shape, generator=gen, dtype=torch.float64).to(dtype) for shape in ((len(xw), I), (4 * H, I)))
+    b_ih, b_hh = (torch.randn(4 * H, generator=gen, dtype=torch.float64).to(dtype) if bias else None for _ in "ih")
+    args = (rows, w_ih, b_ih, b_hh, h0, c0, w_hh, w_hr, sizes, reverse)
+    expected = project_and_forward(BACKENDS["python"], *args)
+    assert_all_close(BACKENDS["native"].forward_input(*args), expected, **TOL[dtype])
+    y, gates, cs, h_n, c_n = BACKENDS["native"].forward_input(*args, save=False)
+    assert gates is None and cs is None
+    assert_all_close([y, h_n, c_n], [expected[0], expected[3], expected[4]], **TOL[dtype])
 
 
 @needs_native
@@ -132,7 +154,7 @@ def test_input_projection_matches_reference(dtype, biases):
     rows, w_ih = torch.randn(700, 24, generator=gen, dtype=dtype), torch.randn(400, 24, generator=gen, dtype=dtype)
     b_ih = torch.randn(400, generator=gen, dtype=dtype) if biases in ("both", "ih") else None
     b_hh = torch.randn(400, generator=gen, dtype=dtype) if biases in ("both", "hh") else None
-    got = BACKENDS["native"].project(rows, w_ih, b_ih, b_hh)
+    got = native.input_projection(rows, w_ih, b_ih, b_hh)
     assert_all_close(got, input_projection(rows, w_ih, b_ih, b_hh), **TOL[dtype])
 
 

@@ -39,6 +39,7 @@ starts at its own last element, so the running set grows instead of shrinking.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Callable, NamedTuple, Optional, Sequence
 
@@ -251,10 +252,18 @@ def input_projection(rows, w_ih, b_ih, b_hh):
     return rows.mm(w_ih.t()) if bias is None else torch.addmm(bias, rows, w_ih.t())
 
 
+def project_and_forward(loops, rows, w_ih, b_ih, b_hh, h0, c0, w_hh, w_hr, batch_sizes, reverse, save=True):
+    """``loops.forward(input_projection(rows, w_ih, b_ih, b_hh), h0, ...)``."""
+    xw = input_projection(rows, w_ih, b_ih, b_hh)  # (N, G)
+    return loops.forward(xw, h0, c0, w_hh, w_hr, batch_sizes, reverse, save)
+
+
 class Loops(NamedTuple):
     forward: Callable  # forward_loop's arguments, ``save`` included, and results
     backward: Callable  # backward_loop's arguments and results
-    project: Callable = input_projection  # input_projection's arguments and result
+    # project_and_forward's arguments (but ``loops``) and results, where a
+    # backend runs the two together; None: project_and_forward.
+    forward_input: Optional[Callable] = None
 
 
 # Implementations of the two time loops, by backend name. Every entry takes the
@@ -274,8 +283,9 @@ def _forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse, back
     rows = x if batch_sizes is not None else x.flatten(0, 1)  # (N, I)
     sizes = batch_sizes if batch_sizes is not None else (x.shape[1],) * x.shape[0]
     loops = BACKENDS["python"] if _needs_reference(x, h0, c0, w_ih, w_hh, w_hr) else BACKENDS[backend]
-    xw = loops.project(rows, w_ih, b_ih, b_hh)  # (N, G)
-    y, gates, cs, h_n, c_n = loops.forward(xw, h0, c0, w_hh, w_hr, sizes, reverse, save)
+    args = (rows, w_ih, b_ih, b_hh, h0, c0, w_hh, w_hr, sizes, reverse, save)
+    run = loops.forward_input or functools.partial(project_and_forward, loops)
+    y, gates, cs, h_n, c_n = run(*args)
     if batch_sizes is None:
         y = y.view(x.shape[0], x.shape[1], -1)  # (T, B, P)
     return y, h_n, c_n, gates, cs

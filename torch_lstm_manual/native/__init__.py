@@ -94,6 +94,16 @@ def input_projection(rows, w_ih, b_ih, b_hh):
     return _ext.project(rows, w_ih, input_bias(b_ih, b_hh))
 
 
+def forward_input(rows, w_ih, b_ih, b_hh, h0, c0, w_hh, w_hr, batch_sizes, reverse, save=True):
+    """:func:`~torch_lstm_manual.functional.project_and_forward` with the native
+    loops; in float32 without a projection, one pass (the input projection on
+    the same register tiles as the recurrent product)."""
+    bias = input_bias(b_ih, b_hh)
+    sizes = _batch_sizes(batch_sizes)
+    y, gates, cs, h_n, c_n = _ext.forward_input(rows, w_ih, bias, h0, c0, w_hh, w_hr, sizes, bool(reverse), bool(save))
+    return y, gates, cs, h_n, c_n
+
+
 def load() -> Optional[str]:
     """Build and register the native loops, once per process.
 
@@ -119,7 +129,7 @@ def load() -> Optional[str]:
             _error = f"the C++ extension failed to build ({type(error).__name__}: {cause})"
             warnings.warn(f"torch_lstm_manual: {_error}; using the Python loops instead.", RuntimeWarning, stacklevel=2)
             return _error
-        BACKENDS["native"] = Loops(forward_loop, backward_loop, input_projection)
+        BACKENDS["native"] = Loops(forward_loop, backward_loop, forward_input)
         return None
 
 

@@ -46,7 +46,8 @@ void cell_forward(int64_t nu, const T* z, int64_t zs, const T* xw, int64_t H, T*
 
 // The float32 recurrent product on register tiles, in tiles.cpp.
 int tile_width();
-void tile_product(int64_t rows, int64_t K, const float* a, int64_t lda, const float* panel, int nv, float* c);
+void tile_product(int64_t rows, int nv, float* c, int64_t K1, const float* a1, int64_t lda1, const float* panel1,
+                  int64_t K2, const float* a2, int64_t lda2, const float* panel2);
 template <typename T>
 void cell_backward(int64_t nu, const T* gates, int64_t H, const T* c, const T* c_prev, const T* dm_a,
                    const T* dm_b, T* dc, T* d_z);
@@ -194,35 +195,55 @@ bool tiled(const T* w_hr) {
   return std::is_same_v<T, float> && w_hr == nullptr && tile_width() > 0;
 }
 
-// forward_impl's thread body on tiles: for each block of W units, the four
-// gate rows of those units are one panel (row k = [i | f | g | o] of W
-// units), the step's product is a (b, 4W) tile, and the gates of the block
-// run on it right away.
-void forward_tiled(const Steps& s, const float* xw, const float* h0, const float* w_hh, int64_t H, float* y,
-                   float* gates, float* cs, float* c_run, int tid, int nt) {
-  const int64_t G = 4 * H, P = H, W = tile_width();
-  auto [u0, u1] = columns(H, tid, nt);
-  const int64_t blocks = (u1 - u0 + W - 1) / W, panel_size = P * 4 * W;
-  Scratch panel(blocks * panel_size), tile(s.B * 4 * W);
+// The panels of the gate rows of units [u0, u1) of w (4H, K), in blocks of W
+// units: row k of block ub is [i | f | g | o] of its W units, zero past u1.
+void pack_gate_panels(const float* w, int64_t K, int64_t H, int64_t u0, int64_t u1, int64_t W, float* panels) {
+  const int64_t blocks = (u1 - u0 + W - 1) / W;
   for (int64_t ub = 0; ub < blocks; ++ub)
-    for (int64_t k = 0; k < P; ++k)
+    for (int64_t k = 0; k < K; ++k)
       for (int64_t q = 0; q < 4; ++q)
         for (int64_t v = 0; v < W; ++v) {
           const int64_t unit = u0 + ub * W + v;
-          panel.p[ub * panel_size + (k * 4 + q) * W + v] = unit < u1 ? w_hh[(q * H + unit) * P + k] : 0.0f;
+          panels[((ub * K + k) * 4 + q) * W + v] = unit < u1 ? w[(q * H + unit) * K + k] : 0.0f;
         }
+}
+
+// What a row adds to its recurrent product before the gates: its row of the
+// input projections xw (N, 4H), or, when x is given, x (N, I) @ w_ih^T
+// computed on the same tiles, plus the bias (4H,), the same for every row.
+struct StepInput {
+  const float* xw;
+  const float* x;
+  int64_t I;
+  const float* w_ih;
+  const float* bias;
+};
+
+// forward_impl's thread body on tiles: for each block of W units, the step's
+// product is a (b, 4W) tile, [i | f | g | o] of the block's units for every
+// row, and the gates of the block run on it right away.
+void forward_tiled(const Steps& s, const StepInput& in, const float* h0, const float* w_hh, int64_t H, float* y,
+                   float* gates, float* cs, float* c_run, int tid, int nt) {
+  const int64_t G = 4 * H, P = H, W = tile_width(), I = in.x ? in.I : 0;
+  auto [u0, u1] = columns(H, tid, nt);
+  const int64_t blocks = (u1 - u0 + W - 1) / W;
+  Scratch panel_h(blocks * P * 4 * W), panel_x(blocks * I * 4 * W + 1), tile(s.B * 4 * W);
+  pack_gate_panels(w_hh, P, H, u0, u1, W, panel_h.p);
+  if (in.x) pack_gate_panels(in.w_ih, I, H, u0, u1, W, panel_x.p);
   for (int64_t i = 0; i < s.T; ++i) {
     const int64_t t = s.order[i], b = s.size[t], row0 = s.offset[t];
     const int64_t ran = i == 0 ? 0 : std::min(b, s.size_at(i - 1));  // rows that ran the step before
     const float* h_prev = ran > 0 ? y + s.offset[s.order[i - 1]] * P : nullptr;
+    const float* x = in.x ? in.x + row0 * I : nullptr;
     for (int64_t ub = 0; ub < blocks; ++ub) {
       const int64_t u = u0 + ub * W, n = std::min(W, u1 - u);
-      const float* pan = panel.p + ub * panel_size;
-      tile_product(ran, P, h_prev, P, pan, 4, tile.p);
-      tile_product(b - ran, P, h0 + ran * P, P, pan, 4, tile.p + ran * 4 * W);
+      const float *ph = panel_h.p + ub * P * 4 * W, *px = panel_x.p + ub * I * 4 * W;
+      tile_product(ran, 4, tile.p, P, h_prev, P, ph, I, x, I, px);
+      tile_product(b - ran, 4, tile.p + ran * 4 * W, P, h0 + ran * P, P, ph, I, x ? x + ran * I : nullptr, I, px);
       for (int64_t r = 0; r < b; ++r) {
         const int64_t row = row0 + r;
-        cell_forward<float>(n, tile.p + r * 4 * W, W, xw + row * G + u, H, c_run + r * H + u, y + row * P + u,
+        const float* add = in.x ? in.bias + u : in.xw + row * G + u;
+        cell_forward<float>(n, tile.p + r * 4 * W, W, add, H, c_run + r * H + u, y + row * P + u,
                             gates ? gates + row * G + u : nullptr, cs ? cs + row * H + u : nullptr);
       }
     }
@@ -281,7 +302,7 @@ void backward_tiled(const Steps& s, const float* d_y, const float* d_hn, const f
     const int64_t prev_b = prev < 0 ? 0 : s.size[prev];
     for (int64_t ub = 0; ub < blocks; ++ub) {
       const int64_t u = u0 + ub * W, n = std::min(W, u1 - u);
-      tile_product(carried, G, d_z_next, G, panel.p + ub * panel_size, 2, tile.p);
+      tile_product(carried, 2, tile.p, G, d_z_next, G, panel.p + ub * panel_size, 0, nullptr, 0, nullptr);
       for (int64_t r = 0; r < b; ++r) {
         const int64_t row = row0 + r;
         const float* c_prev = r < prev_b ? cs + (s.offset[prev] + r) * H : c0 + r * H;
@@ -304,7 +325,7 @@ void forward_impl(const Steps& s, const T* xw, const T* h0, const T* w_hh, const
   const int64_t G = 4 * H;
   run_parallel(threads_for(s.B, H, P), [&](int tid, int nt) {
     if constexpr (std::is_same_v<T, float>)
-      if (tiled(w_hr)) return forward_tiled(s, xw, h0, w_hh, H, y, gates, cs, c_run, tid, nt);
+      if (tiled(w_hr)) return forward_tiled(s, StepInput{xw}, h0, w_hh, H, y, gates, cs, c_run, tid, nt);
     auto [u0, u1] = columns(H, tid, nt);  // this thread's hidden units
     auto [p0, p1] = columns(P, tid, nt);  // and output columns (projection)
     const int64_t nu = u1 - u0;
@@ -542,6 +563,41 @@ Tensor project(const Tensor& rows, const Tensor& w_ih, const c10::optional<Tenso
   return xw;
 }
 
+// forward(project(x, w_ih, bias), ...). On the float32 tiles without a
+// projection, x @ w_ih^T is added on the tiles of each step instead, so that
+// the (N, 4H) projections never go through memory.
+std::vector<Tensor> forward_input(const Tensor& x_, const Tensor& w_ih_, const c10::optional<Tensor>& bias_,
+                                  const Tensor& h0_, const Tensor& c0_, const Tensor& w_hh_,
+                                  const c10::optional<Tensor>& w_hr, const std::vector<int64_t>& batch_sizes,
+                                  bool reverse, bool save) {
+  const bool projected = w_hr.has_value() && w_hr->defined();
+  if (x_.scalar_type() != at::kFloat || projected || tile_width() == 0)
+    return forward(project(x_, w_ih_, bias_), h0_, c0_, w_hh_, w_hr, batch_sizes, reverse, save);
+  c10::AutoGradMode no_grad(false);
+  const Steps s = make_steps(batch_sizes, reverse);
+  const int64_t H = c0_.size(-1), G = 4 * H;
+  TORCH_CHECK(x_.dim() == 2, "x must be (N, I), got ", x_.sizes());
+  const int64_t I = x_.size(1);
+  check(x_, "x", s.N, I, x_), check(w_ih_, "w_ih", G, I, x_), check(h0_, "h0", s.B, H, x_);
+  check(c0_, "c0", s.B, H, x_), check(w_hh_, "w_hh", G, H, x_);
+  Tensor bias = at::zeros({1, G}, x_.options());
+  if (bias_.has_value() && bias_->defined()) {
+    check(bias_->view({1, -1}), "bias", 1, G, x_);
+    bias = bias_->contiguous();
+  }
+  Tensor x = x_.contiguous(), w_ih = w_ih_.contiguous(), h0 = h0_.contiguous(), w_hh = w_hh_.contiguous();
+  auto opt = x.options();
+  Tensor y = at::empty({s.N, H}, opt), c_n = c0_.contiguous().clone();
+  Tensor gates = save ? buffers().empty({s.N, G}, opt) : Tensor();
+  Tensor cs = save ? at::empty({s.N, H}, opt) : Tensor();
+  auto ptr = [](const Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; };
+  const StepInput in{nullptr, ptr(x), I, ptr(w_ih), ptr(bias)};
+  run_parallel(threads_for(s.B, H, H + I), [&](int tid, int nt) {
+    forward_tiled(s, in, ptr(h0), ptr(w_hh), H, ptr(y), ptr(gates), ptr(cs), ptr(c_n), tid, nt);
+  });
+  return {y, gates, cs, final_outputs(s, y), c_n};
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -549,6 +605,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("release_buffers", [] { return buffers().release(); },
         "drop the kept buffers that no tensor holds; returns their bytes");
   m.def("backward", &backward, "backward_loop: (d_z, d_h, d_h0, d_c0, d_b)",
+        py::call_guard<py::gil_scoped_release>());
+  m.def("forward_input", &forward_input, "input_projection, then forward_loop: (y, gates, cs, h_n, c_n)",
         py::call_guard<py::gil_scoped_release>());
   m.def("project", &project, "input projection: rows @ w_ih^T + bias", py::call_guard<py::gil_scoped_release>());
 }

@@ -38,46 +38,61 @@ constexpr int rows_per_tile() {
   return NV == 4 ? 3 : 6;
 }
 
-// c (MR, NV * kWidth) = a (MR, K; row stride lda) @ panel (K, NV * kWidth).
+// One product term: a (rows, K; row stride lda) @ panel (K, NV * kWidth).
+struct Term {
+  int64_t K;
+  const float* a;
+  int64_t lda;
+  const float* panel;
+};
+
 template <int MR, int NV>
-void tile(int64_t K, const float* a, int64_t lda, const float* panel, float* c) {
+inline void accumulate(Vec (&acc)[MR][NV], const Term& term, int64_t r0) {
+  const float* a = term.a + r0 * term.lda;
+  for (int64_t k = 0; k < term.K; ++k) {
+    Vec w[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) w[v] = load(term.panel + (k * NV + v) * kWidth);
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r) {
+      const float s = a[r * term.lda + k];
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[r][v] += s * w[v];
+    }
+  }
+}
+
+// Rows r0 ... r0 + MR - 1 of c (rows, NV * kWidth) = first + second.
+template <int MR, int NV>
+void tile(const Term& first, const Term& second, int64_t r0, float* c) {
   Vec acc[MR][NV];
 #pragma GCC unroll 16
   for (int r = 0; r < MR; ++r)
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) acc[r][v] = Vec{};
-  for (int64_t k = 0; k < K; ++k) {
-    Vec w[NV];
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) w[v] = load(panel + (k * NV + v) * kWidth);
-#pragma GCC unroll 16
-    for (int r = 0; r < MR; ++r) {
-      const float s = a[r * lda + k];
-#pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) acc[r][v] += s * w[v];
-    }
-  }
+  accumulate<MR, NV>(acc, first, r0);
+  accumulate<MR, NV>(acc, second, r0);
 #pragma GCC unroll 16
   for (int r = 0; r < MR; ++r)
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) store(c + (r * NV + v) * kWidth, acc[r][v]);
+    for (int v = 0; v < NV; ++v) store(c + ((r0 + r) * NV + v) * kWidth, acc[r][v]);
 }
 
-// The last rows / MR-th of the rows, with a tile of exactly that many rows.
+// The last rows (fewer than MR), with a tile of exactly that many rows.
 template <int NV, int MR>
-void tail(int64_t rows, int64_t K, const float* a, int64_t lda, const float* panel, float* c) {
+void tail(int64_t rows, const Term& first, const Term& second, int64_t r0, float* c) {
   if constexpr (MR > 0) {
-    if (rows == MR) return tile<MR, NV>(K, a, lda, panel, c);
-    tail<NV, MR - 1>(rows, K, a, lda, panel, c);
+    if (rows == MR) return tile<MR, NV>(first, second, r0, c);
+    tail<NV, MR - 1>(rows, first, second, r0, c);
   }
 }
 
 template <int NV>
-void product(int64_t rows, int64_t K, const float* a, int64_t lda, const float* panel, float* c) {
+void product(int64_t rows, const Term& first, const Term& second, float* c) {
   constexpr int MR = rows_per_tile<NV>();
   int64_t r = 0;
-  for (; r + MR <= rows; r += MR) tile<MR, NV>(K, a + r * lda, lda, panel, c + r * NV * kWidth);
-  if (r < rows) tail<NV, MR - 1>(rows - r, K, a + r * lda, lda, panel, c + r * NV * kWidth);
+  for (; r + MR <= rows; r += MR) tile<MR, NV>(first, second, r, c);
+  if (r < rows) tail<NV, MR - 1>(rows - r, first, second, r, c);
 }
 #endif
 
@@ -85,14 +100,18 @@ void product(int64_t rows, int64_t K, const float* a, int64_t lda, const float* 
 
 int tile_width() { return kWidth; }
 
-// c (rows, nv * tile_width()) = a (rows, K; row stride lda) @ panel (K, nv * tile_width()),
-// for nv = 2 or 4. Only called when tile_width() > 0.
-void tile_product(int64_t rows, int64_t K, const float* a, int64_t lda, const float* panel, int nv, float* c) {
+// c (rows, nv * tile_width()) = a1 (rows, K1; row stride lda1) @ panel1 (K1, nv * tile_width())
+//                              + a2 (rows, K2; row stride lda2) @ panel2 (K2, nv * tile_width()),
+// for nv = 2 or 4; K2 may be 0. Only called when tile_width() > 0.
+void tile_product(int64_t rows, int nv, float* c, int64_t K1, const float* a1, int64_t lda1, const float* panel1,
+                  int64_t K2, const float* a2, int64_t lda2, const float* panel2) {
 #if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
   if (rows <= 0) return;
-  if (nv == 4) return product<4>(rows, K, a, lda, panel, c);
-  product<2>(rows, K, a, lda, panel, c);
+  const Term first{K1, a1, lda1, panel1}, second{K2, a2, lda2, panel2};
+  if (nv == 4) return product<4>(rows, first, second, c);
+  product<2>(rows, first, second, c);
 #else
-  (void)rows, (void)K, (void)a, (void)lda, (void)panel, (void)nv, (void)c;
+  (void)rows, (void)nv, (void)c, (void)K1, (void)a1, (void)lda1, (void)panel1, (void)K2, (void)a2, (void)lda2,
+      (void)panel2;
 #endif
 }
