@@ -66,3 +66,21 @@ def assert_all_close(got, expected, **tol):
             assert a is None and b is None, f"item {k}: one side is None"
             continue
         torch.testing.assert_close(a, b, msg=lambda m: f"item {k}: {m}", **tol)
+
+
+# batch_sizes: equal lengths, packed with lengths 1..max, a single step, one
+# row. Long enough ones (x 24 rows, H = 72) run the loops on several threads.
+LOOP_SIZES = [(3, 3, 3), (5, 4, 4, 2, 1), (2,), (1, 1, 1), (4, 3, 1, 1)]
+
+
+def loop_inputs(sizes, H, P, dtype, seed=0):
+    """``(xw, h0, c0, w_hh, w_hr)`` for the time loops; ``P = 0``: no projection."""
+    gen = torch.Generator().manual_seed(seed)
+    N, B, P_ = sum(sizes), sizes[0], P or H
+
+    def rand(*shape, scale=1.0):
+        return torch.randn(*shape, generator=gen, dtype=torch.float64).mul(scale).to(dtype)
+
+    xw, h0, c0 = rand(N, 4 * H), rand(B, P_), rand(B, H)
+    w_hh, w_hr = rand(4 * H, P_, scale=0.3), rand(P_, H, scale=0.3) if P else None
+    return xw, h0, c0, w_hh, w_hr

@@ -25,7 +25,7 @@ from torch_lstm_manual import LSTM, lstm_layer
 from torch_lstm_manual.functional import BACKENDS, backward_loop, forward_loop, input_projection, project_and_forward
 from torch_lstm_manual.lstm import resolve_backend
 
-from helpers import assert_all_close, run, twins
+from helpers import LOOP_SIZES, assert_all_close, loop_inputs, run, twins
 
 FLOAT32 = {"rtol": 1e-4, "atol": 1e-5}
 TOL = {torch.float64: {}, torch.float32: FLOAT32}
@@ -34,21 +34,7 @@ needs_native = pytest.mark.skipif(
     native.load() is not None, reason=f"native extension unavailable: {native.load()}"
 )
 
-# batch_sizes: equal lengths, packed with lengths 1..max, a single step, one
-# row. Long enough ones (x 24 rows, H = 72) run the loops on several threads.
-SIZES = [(3, 3, 3), (5, 4, 4, 2, 1), (2,), (1, 1, 1), (4, 3, 1, 1)]
-
-
-def loop_inputs(sizes, H, P, dtype, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    N, B, P_ = sum(sizes), sizes[0], P or H
-
-    def rand(*shape, scale=1.0):
-        return torch.randn(*shape, generator=gen, dtype=torch.float64).mul(scale).to(dtype)
-
-    xw, h0, c0 = rand(N, 4 * H), rand(B, P_), rand(B, H)
-    w_hh, w_hr = rand(4 * H, P_, scale=0.3), rand(P_, H, scale=0.3) if P else None
-    return xw, h0, c0, w_hh, w_hr
+SIZES = LOOP_SIZES
 
 
 @needs_native

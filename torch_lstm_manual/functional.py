@@ -241,6 +241,97 @@ def backward_loop(d_y, d_hn, d_cn, gates, cs, c0, w_hh, w_hr, batch_sizes, rever
     return d_z, d_h, _final(dh, dh_done), _final(dc, dc_done), d_z.sum(0)
 
 
+# --------------------------------------------------------------------------
+# The same loops with autograd off, as LSTMFunction runs them.
+#
+# With nothing recorded, a loop can write every result in place into buffers
+# allocated once, instead of collecting the steps and concatenating them, and
+# update the gates in place. The running states are the first b rows of (B, .)
+# buffers that start as the initial states (h0, c0; d_hn, d_cn backward): a
+# sequence that stops running keeps its last state in its row, and one that
+# starts finds its initial state there, so the final states are the buffers.
+# Same arguments, same results and the same math as the loops above, which
+# stay the reference (and run wherever autograd records: double backward).
+
+
+def forward_loop_inplace(xw, h0, c0, w_hh, w_hr, batch_sizes, reverse, save=True):
+    """:func:`forward_loop`, in place; autograd must be off."""
+    H, P = c0.shape[-1], h0.shape[-1]
+    steps = make_steps(batch_sizes, reverse)
+    w_hh_t = w_hh.t()  # (P, G)
+    y = xw.new_empty(xw.shape[0], P)  # (N, P)
+    # z and then the activated gates: every row (saved), or one step's rows.
+    gates = xw.new_empty(xw.shape[0] if save else h0.shape[0], 4 * H)
+    cs = xw.new_empty(xw.shape[0], H) if save else None  # (N, H)
+    m = None if w_hr is None else xw.new_empty(c0.shape)  # (B, H)
+    h, c = h0.clone(), c0.clone()  # running states, (B, P) and (B, H)
+    for t in steps.order:
+        lo, b = steps.offsets[t], steps.sizes[t]
+        rows = slice(lo, lo + b)
+        z = gates[rows] if save else gates[:b]  # (b, G)
+        torch.addmm(xw[rows], h[:b], w_hh_t, out=z)
+        z[:, : 2 * H].sigmoid_()  # i, f
+        z[:, 2 * H : 3 * H].tanh_()  # g
+        z[:, 3 * H :].sigmoid_()  # o
+        i, f, g, o = z.split(H, 1)
+        c_t = c[:b].mul_(f).addcmul_(i, g)  # (b, H)
+        if save:
+            cs[rows] = c_t
+        m_t = y[rows] if w_hr is None else m[:b]  # (b, H)
+        torch.tanh(c_t, out=m_t).mul_(o)
+        if w_hr is not None:
+            torch.mm(m_t, w_hr.t(), out=y[rows])
+        h[:b] = y[rows]
+    return y, (gates if save else None), cs, h, c
+
+
+def backward_loop_inplace(d_y, d_hn, d_cn, gates, cs, c0, w_hh, w_hr, batch_sizes, reverse):
+    """:func:`backward_loop`, in place; autograd must be off.
+
+    ``d_z`` starts as the factors of each row that do not depend on the carried
+    gradients, ``[g i (1 - i), f (1 - f), i (1 - g^2), tanh(c) o (1 - o)]``,
+    and each step multiplies its rows by ``dc``, ``dc c_prev``, ``dc``, ``dm``.
+    """
+    H = cs.shape[-1]
+    steps = make_steps(batch_sizes, reverse)
+    i, f, g, o = gates.split(H, 1)  # 4 x (N, H)
+    one = cs.new_ones(())
+    tanh_c = torch.tanh(cs)  # (N, H)
+    dc_dm = torch.addcmul(one, tanh_c, tanh_c, value=-1).mul_(o)  # o d_tanh(tanh c), (N, H)
+    d_z = gates.new_empty(gates.shape)  # (N, G)
+    dz_i, dz_f, dz_g, dz_o = d_z.split(H, 1)
+    torch.addcmul(i, i, i, value=-1, out=dz_i).mul_(g)  # d_sigmoid(i) g
+    torch.addcmul(f, f, f, value=-1, out=dz_f)  # d_sigmoid(f), times c_prev in the loop
+    torch.addcmul(one, g, g, value=-1, out=dz_g).mul_(i)  # d_tanh(g) i
+    torch.addcmul(o, o, o, value=-1, out=dz_o).mul_(tanh_c)  # d_sigmoid(o) tanh(c)
+    d_h = None if w_hr is None else d_y.new_empty(d_y.shape)  # (N, P)
+    dh, dc = d_hn.clone(), d_cn.clone()  # carried gradients, (B, P) and (B, H)
+    for k in range(len(steps.order) - 1, -1, -1):
+        t = steps.order[k]
+        lo, b = steps.offsets[t], steps.sizes[t]
+        rows = slice(lo, lo + b)
+        dh_t = dh[:b].add_(d_y[rows])  # (b, P)
+        if w_hr is None:
+            dm = dh_t
+        else:
+            d_h[rows] = dh_t
+            dm = dh_t.mm(w_hr)  # (b, H)
+        dc_t = dc[:b].addcmul_(dm, dc_dm[rows])  # (b, H)
+        d_z_t = d_z[rows]  # (b, G)
+        d_z_t.view(b, 4, H)[:, :3].mul_(dc_t.unsqueeze(1))
+        d_z_t[:, 3 * H :].mul_(dm)
+        # c_prev: the previous step's cell states for the rows it ran, else c0.
+        ran = 0 if k == 0 else min(b, steps.sizes[steps.order[k - 1]])
+        if ran:
+            lo_prev = steps.offsets[steps.order[k - 1]]
+            d_z_t[:ran, H : 2 * H].mul_(cs[lo_prev : lo_prev + ran])
+        if ran < b:
+            d_z_t[ran:, H : 2 * H].mul_(c0[ran:b])
+        dc_t.mul_(f[rows])
+        torch.mm(d_z_t, w_hh, out=dh_t)
+    return d_z, d_h, dh, dc, d_z.sum(0)
+
+
 def input_bias(b_ih: Optional[Tensor], b_hh: Optional[Tensor]) -> Optional[Tensor]:
     """``b_ih + b_hh``, (G,), or whichever is given, or None."""
     return b_ih if b_hh is None else (b_hh if b_ih is None else b_ih + b_hh)
@@ -266,9 +357,14 @@ class Loops(NamedTuple):
     forward_input: Optional[Callable] = None
 
 
-# Implementations of the two time loops, by backend name. Every entry takes the
-# same arguments and returns the same results as the Python reference.
-BACKENDS = {"python": Loops(forward_loop, backward_loop)}
+# The readable loops: where autograd records them (double backward) and under
+# torch.compile and torch.func transforms.
+REFERENCE = Loops(forward_loop, backward_loop)
+
+# Implementations of the two time loops, by backend name, run with autograd
+# off. Every entry takes the same arguments and returns the same results as
+# the reference.
+BACKENDS = {"python": Loops(forward_loop_inplace, backward_loop_inplace)}
 
 
 def _needs_reference(*tensors) -> bool:
@@ -282,7 +378,7 @@ def _needs_reference(*tensors) -> bool:
 def _forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse, backend, save):
     rows = x if batch_sizes is not None else x.flatten(0, 1)  # (N, I)
     sizes = batch_sizes if batch_sizes is not None else (x.shape[1],) * x.shape[0]
-    loops = BACKENDS["python"] if _needs_reference(x, h0, c0, w_ih, w_hh, w_hr) else BACKENDS[backend]
+    loops = REFERENCE if _needs_reference(x, h0, c0, w_ih, w_hh, w_hr) else BACKENDS[backend]
     args = (rows, w_ih, b_ih, b_hh, h0, c0, w_hh, w_hr, sizes, reverse, save)
     run = loops.forward_input or functools.partial(project_and_forward, loops)
     y, gates, cs, h_n, c_n = run(*args)
@@ -347,9 +443,9 @@ class LSTMFunction(torch.autograd.Function):
             # so that the hand-derived backward below is itself differentiable.
             xw = input_projection(rows, w_ih, b_ih, b_hh)  # (N, G)
             y, gates, cs, _, _ = forward_loop(xw, h0, c0, w_hh, w_hr, sizes, ctx.reverse)
-            loops = BACKENDS["python"]
+            loops = REFERENCE
         elif _needs_reference(d_y, x, h0, w_ih, w_hh, w_hr, gates):
-            loops = BACKENDS["python"]
+            loops = REFERENCE
 
         d_z, d_h, d_h0, d_c0, d_b = loops.backward(d_y, d_hn, d_cn, gates, cs, c0, w_hh, w_hr, sizes, ctx.reverse)
 
