@@ -15,8 +15,11 @@ from torch_lstm_manual.functional import (
     backward_loop_inplace,
     forward_loop,
     forward_loop_inplace,
+    REFERENCE,
     lstm_layer,
     previous_rows,
+    project_and_forward,
+    project_and_forward_inplace,
 )
 
 BACKENDS = available_backends()
@@ -57,6 +60,10 @@ def test_inplace_loops_match_reference(dtype, sizes, H, P, reverse):
         y, gates, cs, h_n, c_n = forward_loop_inplace(*args, save=False)
         assert gates is None and cs is None
         assert_all_close([y, h_n, c_n], [expected[0], expected[3], expected[4]], **tol)
+        # From the inputs, the gates computed in the memory of the projections.
+        rows, w_ih, b = torch.randn(len(xw), 3, dtype=dtype), torch.randn(4 * H, 3, dtype=dtype), torch.randn(4 * H, dtype=dtype)
+        from_input = (rows, w_ih, b, None, h0, c0, w_hh, w_hr, sizes, reverse)
+        assert_all_close(project_and_forward_inplace(*from_input), project_and_forward(REFERENCE, *from_input), **tol)
 
         gen = torch.Generator().manual_seed(1)
         d_y, d_hn, d_cn = (torch.randn(t.shape, generator=gen, dtype=torch.float64).to(dtype) for t in (y, h0, c0))

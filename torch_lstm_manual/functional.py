@@ -254,26 +254,36 @@ def backward_loop(d_y, d_hn, d_cn, gates, cs, c0, w_hh, w_hr, batch_sizes, rever
 # stay the reference (and run wherever autograd records: double backward).
 
 
-def forward_loop_inplace(xw, h0, c0, w_hh, w_hr, batch_sizes, reverse, save=True):
-    """:func:`forward_loop`, in place; autograd must be off."""
+def forward_loop_inplace(xw, h0, c0, w_hh, w_hr, batch_sizes, reverse, save=True, overwrite_xw=False):
+    """:func:`forward_loop`, in place; autograd must be off.
+
+    The four gates go through one sigmoid, ``g`` as ``2 sigmoid(2 z_g) - 1``
+    (= ``tanh(z_g)``; the two differ by an ulp of 1 at most, not relatively).
+    With ``overwrite_xw`` the gates are computed in the memory of ``xw``,
+    which the caller gives up (the returned gates are ``xw``).
+    """
     H, P = c0.shape[-1], h0.shape[-1]
     steps = make_steps(batch_sizes, reverse)
     w_hh_t = w_hh.t()  # (P, G)
     y = xw.new_empty(xw.shape[0], P)  # (N, P)
     # z and then the activated gates: every row (saved), or one step's rows.
-    gates = xw.new_empty(xw.shape[0] if save else h0.shape[0], 4 * H)
+    gates = xw if overwrite_xw else xw.new_empty(xw.shape[0] if save else h0.shape[0], 4 * H)
     cs = xw.new_empty(xw.shape[0], H) if save else None  # (N, H)
     m = None if w_hr is None else xw.new_empty(c0.shape)  # (B, H)
     h, c = h0.clone(), c0.clone()  # running states, (B, P) and (B, H)
     for t in steps.order:
         lo, b = steps.offsets[t], steps.sizes[t]
         rows = slice(lo, lo + b)
-        z = gates[rows] if save else gates[:b]  # (b, G)
-        torch.addmm(xw[rows], h[:b], w_hh_t, out=z)
-        z[:, : 2 * H].sigmoid_()  # i, f
-        z[:, 2 * H : 3 * H].tanh_()  # g
-        z[:, 3 * H :].sigmoid_()  # o
+        z = gates[rows] if save or overwrite_xw else gates[:b]  # (b, G)
+        if overwrite_xw:
+            z.addmm_(h[:b], w_hh_t)
+        else:
+            torch.addmm(xw[rows], h[:b], w_hh_t, out=z)
         i, f, g, o = z.split(H, 1)
+        # One sigmoid for the four gates: tanh(u) = 2 sigmoid(2u) - 1.
+        g.mul_(2)
+        z.sigmoid_()
+        g.mul_(2).sub_(1)
         c_t = c[:b].mul_(f).addcmul_(i, g)  # (b, H)
         if save:
             cs[rows] = c_t
@@ -283,6 +293,13 @@ def forward_loop_inplace(xw, h0, c0, w_hh, w_hr, batch_sizes, reverse, save=True
             torch.mm(m_t, w_hr.t(), out=y[rows])
         h[:b] = y[rows]
     return y, (gates if save else None), cs, h, c
+
+
+def project_and_forward_inplace(rows, w_ih, b_ih, b_hh, h0, c0, w_hh, w_hr, batch_sizes, reverse, save=True):
+    """:func:`project_and_forward` with :func:`forward_loop_inplace`, which
+    computes the gates in the memory of the projections."""
+    xw = input_projection(rows, w_ih, b_ih, b_hh)  # (N, G)
+    return forward_loop_inplace(xw, h0, c0, w_hh, w_hr, batch_sizes, reverse, save, overwrite_xw=True)
 
 
 def backward_loop_inplace(d_y, d_hn, d_cn, gates, cs, c0, w_hh, w_hr, batch_sizes, reverse):
@@ -364,7 +381,7 @@ REFERENCE = Loops(forward_loop, backward_loop)
 # Implementations of the two time loops, by backend name, run with autograd
 # off. Every entry takes the same arguments and returns the same results as
 # the reference.
-BACKENDS = {"python": Loops(forward_loop_inplace, backward_loop_inplace)}
+BACKENDS = {"python": Loops(forward_loop_inplace, backward_loop_inplace, project_and_forward_inplace)}
 
 
 def _needs_reference(*tensors) -> bool:
