@@ -366,12 +366,31 @@ def project_and_forward(loops, rows, w_ih, b_ih, b_hh, h0, c0, w_hh, w_hr, batch
     return loops.forward(xw, h0, c0, w_hh, w_hr, batch_sizes, reverse, save)
 
 
+def backward_and_products(loops, d_y, d_hn, d_cn, gates, cs, c0, w_hh, w_hr, batch_sizes, reverse, rows, w_ih, y, h0,
+                          need_x=True, need_w_ih=True, need_w_hh=True):
+    """``loops.backward``, then the products of the backward pass over all steps.
+
+    ``rows`` (N, I) are the layer's inputs, ``y`` (N, P) its outputs. Returns
+    ``(d_x, d_h, d_h0, d_c0, d_w_ih, d_w_hh, d_b)``: ``d_x = dZ W_ih`` (N, I),
+    ``dW_ih = dZ^T X`` (G, I), ``dW_hh = dZ^T H_prev`` (G, P), each None where
+    not needed, and the rest as from ``backward_loop``.
+    """
+    d_z, d_h, d_h0, d_c0, d_b = loops.backward(d_y, d_hn, d_cn, gates, cs, c0, w_hh, w_hr, batch_sizes, reverse)
+    d_x = d_z.mm(w_ih) if need_x else None  # (N, I)
+    d_w_ih = d_z.t().mm(rows) if need_w_ih else None  # (G, I)
+    d_w_hh = _recurrent_weight_grad(d_z, y, h0, batch_sizes, reverse) if need_w_hh else None  # (G, P)
+    return d_x, d_h, d_h0, d_c0, d_w_ih, d_w_hh, d_b
+
+
 class Loops(NamedTuple):
     forward: Callable  # forward_loop's arguments, ``save`` included, and results
     backward: Callable  # backward_loop's arguments and results
     # project_and_forward's arguments (but ``loops``) and results, where a
     # backend runs the two together; None: project_and_forward.
     forward_input: Optional[Callable] = None
+    # backward_and_products' arguments (but ``loops``) and results, where a
+    # backend runs them together; None: backward_and_products.
+    backward_input: Optional[Callable] = None
 
 
 # The readable loops: where autograd records them (double backward) and under
@@ -464,16 +483,13 @@ class LSTMFunction(torch.autograd.Function):
         elif _needs_reference(d_y, x, h0, w_ih, w_hh, w_hr, gates):
             loops = REFERENCE
 
-        d_z, d_h, d_h0, d_c0, d_b = loops.backward(d_y, d_hn, d_cn, gates, cs, c0, w_hh, w_hr, sizes, ctx.reverse)
-
-        d_x = d_w_ih = d_w_hh = d_b_ih = d_b_hh = d_w_hr = None
+        run = loops.backward_input or functools.partial(backward_and_products, loops)
+        d_x, d_h, d_h0, d_c0, d_w_ih, d_w_hh, d_b = run(
+            d_y, d_hn, d_cn, gates, cs, c0, w_hh, w_hr, sizes, ctx.reverse, rows, w_ih, y, h0, need[0], need[3], need[4]
+        )
+        d_b_ih = d_b_hh = d_w_hr = None
         if need[0]:
-            d_x = d_z.mm(w_ih)  # (N, I)
             d_x = d_x.view_as(x) if padded else d_x
-        if need[3]:
-            d_w_ih = d_z.t().mm(rows)  # (G, I)
-        if need[4]:
-            d_w_hh = _recurrent_weight_grad(d_z, y, h0, sizes, ctx.reverse)  # (G, P)
         if need[5] or need[6]:
             d_b_ih = d_b if need[5] else None
             d_b_hh = (d_b.clone() if need[5] else d_b) if need[6] else None

@@ -25,7 +25,7 @@ from typing import Optional
 
 import torch
 
-from ..functional import BACKENDS, Loops, input_bias
+from ..functional import BACKENDS, Loops, backward_and_products, input_bias
 
 ENV_SWITCH = "TORCH_LSTM_MANUAL_NATIVE"
 _SOURCES = ("loops.cpp", "cells.cpp", "tiles.cpp")
@@ -104,6 +104,22 @@ def forward_input(rows, w_ih, b_ih, b_hh, h0, c0, w_hh, w_hr, batch_sizes, rever
     return y, gates, cs, h_n, c_n
 
 
+def backward_input(d_y, d_hn, d_cn, gates, cs, c0, w_hh, w_hr, batch_sizes, reverse, rows, w_ih, y, h0,
+                   need_x=True, need_w_ih=True, need_w_hh=True):
+    """:func:`~torch_lstm_manual.functional.backward_and_products` with the
+    native loops; in float32 without a projection, one pass (the products a
+    step at a time on the loop's tiles, no (N, 4H) gate gradients in memory)."""
+    if not _ext.fuses_backward(gates, w_hr):
+        loops = BACKENDS["native"]
+        return backward_and_products(loops, d_y, d_hn, d_cn, gates, cs, c0, w_hh, w_hr, batch_sizes, reverse, rows,
+                                     w_ih, y, h0, need_x, need_w_ih, need_w_hh)
+    sizes = _batch_sizes(batch_sizes)
+    d_x, d_h0, d_c0, d_w_ih, d_w_hh, d_b = _ext.backward_input(
+        d_y, d_hn, d_cn, gates, cs, c0, w_hh, rows, w_ih, y, h0, sizes, bool(reverse), need_x, need_w_ih or need_w_hh
+    )
+    return d_x, None, d_h0, d_c0, (d_w_ih if need_w_ih else None), (d_w_hh if need_w_hh else None), d_b
+
+
 def load() -> Optional[str]:
     """Build and register the native loops, once per process.
 
@@ -129,7 +145,7 @@ def load() -> Optional[str]:
             _error = f"the C++ extension failed to build ({type(error).__name__}: {cause})"
             warnings.warn(f"torch_lstm_manual: {_error}; using the Python loops instead.", RuntimeWarning, stacklevel=2)
             return _error
-        BACKENDS["native"] = Loops(forward_loop, backward_loop, forward_input)
+        BACKENDS["native"] = Loops(forward_loop, backward_loop, forward_input, backward_input)
         return None
 
 

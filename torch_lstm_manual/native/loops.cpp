@@ -48,6 +48,8 @@ void cell_forward(int64_t nu, const T* z, int64_t zs, const T* xw, int64_t H, T*
 int tile_width();
 void tile_product(int64_t rows, int nv, float* c, int64_t K1, const float* a1, int64_t lda1, const float* panel1,
                   int64_t K2, const float* a2, int64_t lda2, const float* panel2);
+void outer_product_add(int64_t M, int64_t n, int64_t K, const float* a, int64_t lda, const float* b, int64_t ldb,
+                       float* c, int64_t ldc);
 template <typename T>
 void cell_backward(int64_t nu, const T* gates, int64_t H, const T* c, const T* c_prev, const T* dm_a,
                    const T* dm_b, T* dc, T* d_z);
@@ -277,46 +279,142 @@ struct ColumnSums {
   }
 };
 
+// The panels of columns [j0, j1) of w (K, n; row stride n), in blocks of W
+// columns: row k of block jb is w[k, j0 + jb W ...], zero past j1.
+void pack_column_panels(const float* w, int64_t K, int64_t n, int64_t j0, int64_t j1, int64_t W, float* panels) {
+  const int64_t blocks = (j1 - j0 + W - 1) / W;
+  for (int64_t jb = 0; jb < blocks; ++jb)
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t v = 0; v < W; ++v) {
+        const int64_t j = j0 + jb * W + v;
+        panels[(jb * K + k) * W + v] = j < j1 ? w[k * n + j] : 0.0f;
+      }
+}
+
+// What backward_tiled leaves besides d_c0 (in dc_run) and d_b: either every
+// row of d_z, for the caller's products, or, with d_z null, the products
+// themselves, a step at a time on the same tiles: d_x = d_z w_ih,
+// dW_ih = d_z^T x, dW_hh = d_z^T h_prev, d_h0, with only the last two steps'
+// rows of d_z kept (z_steps).
+struct StepGrads {
+  float* d_z;           // (N, 4H), or null
+  float* z_steps;       // (2, B, 4H), when d_z is null
+  const float* x;       // (N, I)
+  int64_t I;
+  const float* w_ih;    // (4H, I)
+  const float* y;       // (N, H): the outputs, the previous states of the next steps
+  const float* h0;      // (B, H)
+  float* d_x;           // (N, I), or null: not needed
+  float* d_w_ih;        // (4H, I), or null: not needed (then d_w_hh too)
+  float* d_w_hh;        // (4H, H)
+  float* d_h0;          // (B, H)
+};
+
+// The weight gradients of one thread's gate rows, [dW_ih | dW_hh] (4 nu,
+// I + H): the products of kStepsPerSum steps add up in float (step), then
+// into double (total), so that the sum over N rows keeps nn.LSTM's accuracy.
+constexpr int64_t kStepsPerSum = 8;
+struct WeightSums {
+  bool wanted;
+  int64_t H, u0, nu, I, ld;
+  Scratch step;
+  std::vector<double> total;
+  WeightSums(bool wanted, int64_t H, int64_t u0, int64_t nu, int64_t I)
+      : wanted(wanted), H(H), u0(u0), nu(nu), I(I), ld(I + H), step(wanted ? 4 * nu * (I + H) : 1),
+        total(wanted ? 4 * nu * (I + H) : 0) {
+    std::fill(step.p, step.p + total.size(), 0.0f);
+  }
+  void end_steps() {
+    for (size_t k = 0; k < total.size(); ++k) total[k] += step.p[k], step.p[k] = 0.0f;
+  }
+  void store(float* d_w_ih, float* d_w_hh) {
+    end_steps();
+    for (int64_t q = 0; q < 4; ++q)
+      for (int64_t u = 0; u < nu; ++u) {
+        const double* row = total.data() + (q * nu + u) * ld;
+        std::copy(row, row + I, d_w_ih + (q * H + u0 + u) * I);
+        std::copy(row + I, row + ld, d_w_hh + (q * H + u0 + u) * H);
+      }
+  }
+};
+
 // backward_impl's thread body on tiles: dh of this thread's units is
 // d_z (of the step visited after) @ w_hh[:, units], K = 4H, computed in
 // blocks of 2W units, and the cell backward of the block runs on it.
 void backward_tiled(const Steps& s, const float* d_y, const float* d_hn, const float* gates, const float* cs,
-                    const float* c0, const float* w_hh, int64_t H, float* d_z, float* dc_run, float* d_b, int tid,
-                    int nt) {
-  const int64_t G = 4 * H, P = H, W = 2 * tile_width();
+                    const float* c0, const float* w_hh, int64_t H, const StepGrads& out, float* dc_run,
+                    float* d_b, int tid, int nt) {
+  const int64_t G = 4 * H, P = H, W = 2 * tile_width(), I = out.I;
+  const bool fused = out.d_z == nullptr;
   auto [u0, u1] = columns(H, tid, nt);
-  ColumnSums<float> sums(H, u0, u1 - u0);
-  const int64_t blocks = (u1 - u0 + W - 1) / W, panel_size = G * W;
-  Scratch panel(blocks * panel_size), tile(s.B * W);
-  for (int64_t ub = 0; ub < blocks; ++ub)
-    for (int64_t k = 0; k < G; ++k)
-      for (int64_t v = 0; v < W; ++v) {
-        const int64_t unit = u0 + ub * W + v;
-        panel.p[ub * panel_size + k * W + v] = unit < u1 ? w_hh[k * P + unit] : 0.0f;
-      }
+  auto [i0, i1] = columns(fused && out.d_x ? I : 0, tid, nt);  // this thread's columns of d_x
+  const int64_t nu = u1 - u0, blocks = (nu + W - 1) / W, x_blocks = (i1 - i0 + W - 1) / W;
+  ColumnSums<float> sums(H, u0, nu);
+  WeightSums weights(fused && out.d_w_ih, H, u0, nu, I);
+  // One dh tile per unit block, and one for d_x.
+  Scratch panel(blocks * G * W), panel_x(x_blocks * G * W + 1), tile((blocks + 1) * s.B * W);
+  pack_column_panels(w_hh, G, P, u0, u1, W, panel.p);
+  pack_column_panels(out.w_ih, G, I, i0, i1, W, panel_x.p);
+  // Rows of d_z of the i-th step visited.
+  auto d_z_of = [&](int64_t i) { return fused ? out.z_steps + (i & 1) * s.B * G : out.d_z + s.offset[s.order[i]] * G; };
+  // The products that need every column of the i-th step's d_z (all threads'),
+  // run once the step after it in this loop has begun: dh for the step
+  // before it (rows < carried, into tile) and d_h0 (rows it started), and d_x.
+  auto products_of = [&](int64_t i, int64_t carried) {
+    const int64_t b = s.size[s.order[i]], rows = fused ? b : carried;
+    const float* d_z = d_z_of(i);
+    for (int64_t ub = 0; ub < blocks; ++ub) {
+      const int64_t u = u0 + ub * W, n = std::min(W, u1 - u);
+      float* to = tile.p + ub * s.B * W;
+      tile_product(rows, 2, to, G, d_z, G, panel.p + ub * G * W, 0, nullptr, 0, nullptr);
+      for (int64_t r = carried; r < rows; ++r) std::copy(to + r * W, to + r * W + n, out.d_h0 + r * P + u);
+    }
+    if (!fused || !out.d_x) return;
+    float* scratch = tile.p + blocks * s.B * W;
+    for (int64_t jb = 0; jb < x_blocks; ++jb) {
+      const int64_t j = i0 + jb * W, n = std::min(W, i1 - j);
+      tile_product(b, 2, scratch, G, d_z, G, panel_x.p + jb * G * W, 0, nullptr, 0, nullptr);
+      float* d_x = out.d_x + s.offset[s.order[i]] * I + j;
+      for (int64_t r = 0; r < b; ++r) std::copy(scratch + r * W, scratch + r * W + n, d_x + r * I);
+    }
+  };
   for (int64_t i = s.T - 1; i >= 0; --i) {  // steps in reverse of the forward order
     const int64_t t = s.order[i], b = s.size[t], row0 = s.offset[t];
     const int64_t carried = i == s.T - 1 ? 0 : std::min(b, s.size_at(i + 1));
-    const float* d_z_next = carried > 0 ? d_z + s.offset[s.order[i + 1]] * G : nullptr;
+    if (i < s.T - 1) products_of(i + 1, carried);
     const int64_t prev = i == 0 ? -1 : s.order[i - 1];  // step before, in forward order
     const int64_t prev_b = prev < 0 ? 0 : s.size[prev];
+    float* d_z = d_z_of(i);
     for (int64_t ub = 0; ub < blocks; ++ub) {
       const int64_t u = u0 + ub * W, n = std::min(W, u1 - u);
-      tile_product(carried, 2, tile.p, G, d_z_next, G, panel.p + ub * panel_size, 0, nullptr, 0, nullptr);
+      const float* dh_tile = tile.p + ub * s.B * W;
       for (int64_t r = 0; r < b; ++r) {
         const int64_t row = row0 + r;
         const float* c_prev = r < prev_b ? cs + (s.offset[prev] + r) * H : c0 + r * H;
         // dm = d_y + dh; dh carried from the step after, or d_hn where the sequence ends.
-        const float* dh = r < carried ? tile.p + r * W : d_hn + r * P + u;
+        const float* dh = r < carried ? dh_tile + r * W : d_hn + r * P + u;
         cell_backward<float>(n, gates + row * G + u, H, cs + row * H + u, c_prev + u, d_y + row * P + u, dh,
-                             dc_run + r * H + u, d_z + row * G + u);
-        sums.add(d_z + row * G, u - u0, n);
+                             dc_run + r * H + u, d_z + r * G + u);
+        sums.add(d_z + r * G, u - u0, n);
       }
     }
     sums.end_step();
+    if (fused && weights.wanted) {  // dW of this thread's gate rows: this step's d_z^T (x | h_prev)
+      const int64_t ran = std::min(b, prev_b);  // rows whose h_prev is the previous step's output
+      for (int64_t q = 0; q < 4 && nu > 0; ++q) {
+        const float* a = d_z + q * H + u0;
+        float* d_w = weights.step.p + q * nu * weights.ld;
+        outer_product_add(nu, I, b, a, G, out.x + row0 * I, I, d_w, weights.ld);
+        if (ran > 0) outer_product_add(nu, P, ran, a, G, out.y + s.offset[prev] * P, P, d_w + I, weights.ld);
+        outer_product_add(nu, P, b - ran, a + ran * G, G, out.h0 + ran * P, P, d_w + I, weights.ld);
+      }
+      if (i % kStepsPerSum == 0) weights.end_steps();
+    }
     barrier(nt);
   }
+  if (fused) products_of(0, 0);
   sums.store(d_b);
+  if (fused && weights.wanted) weights.store(out.d_w_ih, out.d_w_hh);
 }
 
 template <typename T>
@@ -362,7 +460,10 @@ void backward_impl(const Steps& s, const T* d_y, const T* d_hn, const T* gates, 
   const int64_t G = 4 * H;
   run_parallel(threads_for(s.B, H, P), [&](int tid, int nt) {
     if constexpr (std::is_same_v<T, float>)
-      if (tiled(w_hr)) return backward_tiled(s, d_y, d_hn, gates, cs, c0, w_hh, H, d_z, dc_run, d_b, tid, nt);
+      if (tiled(w_hr)) {
+        const StepGrads out{d_z, nullptr, nullptr, 0, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
+        return backward_tiled(s, d_y, d_hn, gates, cs, c0, w_hh, H, out, dc_run, d_b, tid, nt);
+      }
     auto [u0, u1] = columns(H, tid, nt);
     auto [p0, p1] = columns(P, tid, nt);
     const int64_t nu = u1 - u0;
@@ -598,6 +699,46 @@ std::vector<Tensor> forward_input(const Tensor& x_, const Tensor& w_ih_, const c
   return {y, gates, cs, final_outputs(s, y), c_n};
 }
 
+// Whether backward_input runs the products of the backward pass inside the loop.
+bool fuses_backward(const Tensor& gates, const c10::optional<Tensor>& w_hr) {
+  return gates.scalar_type() == at::kFloat && !(w_hr.has_value() && w_hr->defined()) && tile_width() > 0;
+}
+
+// The backward pass with its products, float32 on tiles without a projection
+// (fuses_backward): (d_x, d_h0, d_c0, d_w_ih, d_w_hh, d_b), d_x / the weight
+// gradients undefined where not needed; see StepGrads.
+std::vector<Tensor> backward_input(const Tensor& d_y_, const Tensor& d_hn_, const Tensor& d_cn, const Tensor& gates_,
+                                   const Tensor& cs_, const Tensor& c0_, const Tensor& w_hh_, const Tensor& x_,
+                                   const Tensor& w_ih_, const Tensor& y_, const Tensor& h0_,
+                                   const std::vector<int64_t>& batch_sizes, bool reverse, bool need_x,
+                                   bool need_weights) {
+  c10::AutoGradMode no_grad(false);
+  TORCH_CHECK(fuses_backward(gates_, c10::nullopt), "backward_input runs float32 on the tiled loops only");
+  const Steps s = make_steps(batch_sizes, reverse);
+  const int64_t H = cs_.size(-1), G = 4 * H;
+  TORCH_CHECK(x_.dim() == 2, "x must be (N, I), got ", x_.sizes());
+  const int64_t I = x_.size(1);
+  check(d_y_, "d_y", s.N, H, gates_), check(d_hn_, "d_hn", s.B, H, gates_), check(d_cn, "d_cn", s.B, H, gates_);
+  check(gates_, "gates", s.N, G, gates_), check(cs_, "cs", s.N, H, gates_), check(c0_, "c0", s.B, H, gates_);
+  check(w_hh_, "w_hh", G, H, gates_), check(x_, "x", s.N, I, gates_), check(w_ih_, "w_ih", G, I, gates_);
+  check(y_, "y", s.N, H, gates_), check(h0_, "h0", s.B, H, gates_);
+  Tensor d_y = d_y_.contiguous(), d_hn = d_hn_.contiguous(), gates = gates_.contiguous(), cs = cs_.contiguous();
+  Tensor c0 = c0_.contiguous(), w_hh = w_hh_.contiguous(), x = x_.contiguous(), w_ih = w_ih_.contiguous();
+  Tensor y = y_.contiguous(), h0 = h0_.contiguous();
+  auto opt = gates.options();
+  Tensor z_steps = at::empty({2, s.B, G}, opt), d_c0 = d_cn.contiguous().clone(), d_h0 = at::empty({s.B, H}, opt);
+  Tensor d_x = need_x ? at::empty({s.N, I}, opt) : Tensor(), d_b = at::empty({G}, opt);
+  Tensor d_w_ih = need_weights ? at::empty({G, I}, opt) : Tensor(), d_w_hh = need_weights ? at::empty({G, H}, opt) : Tensor();
+  auto ptr = [](const Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; };
+  const StepGrads out{nullptr, ptr(z_steps), ptr(x), I, ptr(w_ih), ptr(y), ptr(h0), ptr(d_x), ptr(d_w_ih),
+                      ptr(d_w_hh), ptr(d_h0)};
+  run_parallel(threads_for(s.B, H, H + I), [&](int tid, int nt) {
+    backward_tiled(s, ptr(d_y), ptr(d_hn), ptr(gates), ptr(cs), ptr(c0), ptr(w_hh), H, out, ptr(d_c0), ptr(d_b), tid,
+                   nt);
+  });
+  return {d_x, d_h0, d_c0, d_w_ih, d_w_hh, d_b};
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -607,6 +748,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("backward", &backward, "backward_loop: (d_z, d_h, d_h0, d_c0, d_b)",
         py::call_guard<py::gil_scoped_release>());
   m.def("forward_input", &forward_input, "input_projection, then forward_loop: (y, gates, cs, h_n, c_n)",
+        py::call_guard<py::gil_scoped_release>());
+  m.def("fuses_backward", &fuses_backward, "whether backward_input applies to these gates and w_hr");
+  m.def("backward_input", &backward_input, "backward with its products: (d_x, d_h0, d_c0, d_w_ih, d_w_hh, d_b)",
         py::call_guard<py::gil_scoped_release>());
   m.def("project", &project, "input projection: rows @ w_ih^T + bias", py::call_guard<py::gil_scoped_release>());
 }

@@ -34,7 +34,7 @@ inline void store(float* p, Vec v) { *reinterpret_cast<Unaligned*>(p) = v; }
 // AVX2 and four vectors, 12 accumulators leave the panel row to the loads.
 template <int NV>
 constexpr int rows_per_tile() {
-  if constexpr (kWidth == 16) return NV == 4 ? 6 : 14;
+  if constexpr (kWidth == 16) return NV == 4 ? 6 : (NV == 2 ? 14 : 16);
   return NV == 4 ? 3 : 6;
 }
 
@@ -94,6 +94,54 @@ void product(int64_t rows, const Term& first, const Term& second, float* c) {
   for (; r + MR <= rows; r += MR) tile<MR, NV>(first, second, r, c);
   if (r < rows) tail<NV, MR - 1>(rows - r, first, second, r, c);
 }
+
+// The weight gradients, a step at a time: c (M, n) += a^T b, where a is
+// (K, M) (row stride lda: the step's rows of d_z, at a gate's columns) and b
+// is (K, n) (row stride ldb: the step's inputs or previous outputs). A tile of
+// MR rows x NV vectors of c is loaded, gets the K rows' products added in
+// registers, and is stored back.
+template <int MR, int NV>
+void outer_tile(int64_t K, const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc) {
+  Vec acc[MR][NV];
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[r][v] = load(c + r * ldc + v * kWidth);
+  for (int64_t k = 0; k < K; ++k) {
+    Vec w[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) w[v] = load(b + k * ldb + v * kWidth);
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r) {
+      const float s = a[k * lda + r];
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[r][v] += s * w[v];
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) store(c + r * ldc + v * kWidth, acc[r][v]);
+}
+
+template <int NV, int MR>
+void outer_tail(int64_t rows, int64_t K, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
+                int64_t ldc) {
+  if constexpr (MR > 0) {
+    if (rows == MR) return outer_tile<MR, NV>(K, a, lda, b, ldb, c, ldc);
+    outer_tail<NV, MR - 1>(rows, K, a, lda, b, ldb, c, ldc);
+  }
+}
+
+// Columns [0, NV * kWidth) of c for all M rows.
+template <int NV>
+void outer_columns(int64_t M, int64_t K, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
+                   int64_t ldc) {
+  constexpr int MR = rows_per_tile<NV>();
+  int64_t r = 0;
+  for (; r + MR <= M; r += MR) outer_tile<MR, NV>(K, a + r, lda, b, ldb, c + r * ldc, ldc);
+  if (r < M) outer_tail<NV, MR - 1>(M - r, K, a + r, lda, b, ldb, c + r * ldc, ldc);
+}
 #endif
 
 }  // namespace
@@ -114,4 +162,22 @@ void tile_product(int64_t rows, int nv, float* c, int64_t K1, const float* a1, i
   (void)rows, (void)nv, (void)c, (void)K1, (void)a1, (void)lda1, (void)panel1, (void)K2, (void)a2, (void)lda2,
       (void)panel2;
 #endif
+}
+
+// c (M, n; row stride ldc) += a^T b for a (K, M; row stride lda) and b (K, n;
+// row stride ldb): 4-vector column blocks, then single vectors, then the last
+// n mod tile_width() columns one by one.
+void outer_product_add(int64_t M, int64_t n, int64_t K, const float* a, int64_t lda, const float* b, int64_t ldb,
+                       float* c, int64_t ldc) {
+  int64_t j = 0;
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+  if (M <= 0 || K <= 0) return;
+  for (; j + 4 * kWidth <= n; j += 4 * kWidth) outer_columns<4>(M, K, a, lda, b + j, ldb, c + j, ldc);
+  for (; j + kWidth <= n; j += kWidth) outer_columns<1>(M, K, a, lda, b + j, ldb, c + j, ldc);
+#endif
+  for (int64_t r = 0; r < M; ++r)
+    for (int64_t k = 0; k < K; ++k) {
+      const float s = a[k * lda + r];
+      for (int64_t jj = j; jj < n; ++jj) c[r * ldc + jj] += s * b[k * ldb + jj];
+    }
 }
