@@ -271,6 +271,7 @@ def forward_loop_inplace(xw, h0, c0, w_hh, w_hr, batch_sizes, reverse, save=True
     cs = xw.new_empty(xw.shape[0], H) if save else None  # (N, H)
     m = None if w_hr is None else xw.new_empty(c0.shape)  # (B, H)
     h, c = h0.clone(), c0.clone()  # running states, (B, P) and (B, H)
+    one = xw.new_ones(())
     for t in steps.order:
         lo, b = steps.offsets[t], steps.sizes[t]
         rows = slice(lo, lo + b)
@@ -283,7 +284,7 @@ def forward_loop_inplace(xw, h0, c0, w_hh, w_hr, batch_sizes, reverse, save=True
         # One sigmoid for the four gates: tanh(u) = 2 sigmoid(2u) - 1.
         g.mul_(2)
         z.sigmoid_()
-        g.mul_(2).sub_(1)
+        g.lerp_(one, -1)  # 2 g - 1
         c_t = c[:b].mul_(f).addcmul_(i, g)  # (b, H)
         if save:
             cs[rows] = c_t
@@ -305,47 +306,42 @@ def project_and_forward_inplace(rows, w_ih, b_ih, b_hh, h0, c0, w_hh, w_hr, batc
 def backward_loop_inplace(d_y, d_hn, d_cn, gates, cs, c0, w_hh, w_hr, batch_sizes, reverse):
     """:func:`backward_loop`, in place; autograd must be off.
 
-    ``d_z`` starts as the factors of each row that do not depend on the carried
-    gradients, ``[g i (1 - i), f (1 - f), i (1 - g^2), tanh(c) o (1 - o)]``,
-    and each step multiplies its rows by ``dc``, ``dc c_prev``, ``dc``, ``dm``.
+    Each step computes its own factors from its rows of ``gates`` and ``cs``
+    (small tensors that stay in cache) and writes ``d_z`` in place, gate by gate.
     """
     H = cs.shape[-1]
     steps = make_steps(batch_sizes, reverse)
-    i, f, g, o = gates.split(H, 1)  # 4 x (N, H)
     one = cs.new_ones(())
-    tanh_c = torch.tanh(cs)  # (N, H)
-    dc_dm = torch.addcmul(one, tanh_c, tanh_c, value=-1).mul_(o)  # o d_tanh(tanh c), (N, H)
     d_z = gates.new_empty(gates.shape)  # (N, G)
-    dz_i, dz_f, dz_g, dz_o = d_z.split(H, 1)
-    torch.addcmul(i, i, i, value=-1, out=dz_i).mul_(g)  # d_sigmoid(i) g
-    torch.addcmul(f, f, f, value=-1, out=dz_f)  # d_sigmoid(f), times c_prev in the loop
-    torch.addcmul(one, g, g, value=-1, out=dz_g).mul_(i)  # d_tanh(g) i
-    torch.addcmul(o, o, o, value=-1, out=dz_o).mul_(tanh_c)  # d_sigmoid(o) tanh(c)
     d_h = None if w_hr is None else d_y.new_empty(d_y.shape)  # (N, P)
     dh, dc = d_hn.clone(), d_cn.clone()  # carried gradients, (B, P) and (B, H)
     for k in range(len(steps.order) - 1, -1, -1):
         t = steps.order[k]
         lo, b = steps.offsets[t], steps.sizes[t]
         rows = slice(lo, lo + b)
+        i, f, g, o = gates[rows].split(H, 1)  # 4 x (b, H)
+        dz_i, dz_f, dz_g, dz_o = d_z[rows].split(H, 1)  # 4 x (b, H)
         dh_t = dh[:b].add_(d_y[rows])  # (b, P)
         if w_hr is None:
             dm = dh_t
         else:
             d_h[rows] = dh_t
             dm = dh_t.mm(w_hr)  # (b, H)
-        dc_t = dc[:b].addcmul_(dm, dc_dm[rows])  # (b, H)
-        d_z_t = d_z[rows]  # (b, G)
-        d_z_t.view(b, 4, H)[:, :3].mul_(dc_t.unsqueeze(1))
-        d_z_t[:, 3 * H :].mul_(dm)
-        # c_prev: the previous step's cell states for the rows it ran, else c0.
+        tanh_c = torch.tanh(cs[rows])  # (b, H)
+        torch.addcmul(o, o, o, value=-1, out=dz_o).mul_(tanh_c).mul_(dm)  # dm tanh(c) d_sigmoid(o)
+        dc_t = dc[:b].addcmul_(dm, torch.addcmul(one, tanh_c, tanh_c, value=-1).mul_(o))  # + dm o d_tanh(tanh c)
+        torch.addcmul(i, i, i, value=-1, out=dz_i).mul_(g).mul_(dc_t)  # dc g d_sigmoid(i)
+        torch.addcmul(one, g, g, value=-1, out=dz_g).mul_(i).mul_(dc_t)  # dc i d_tanh(g)
+        torch.addcmul(f, f, f, value=-1, out=dz_f).mul_(dc_t)  # dc d_sigmoid(f), times c_prev:
+        # the previous step's cell states for the rows it ran, else c0.
         ran = 0 if k == 0 else min(b, steps.sizes[steps.order[k - 1]])
         if ran:
             lo_prev = steps.offsets[steps.order[k - 1]]
-            d_z_t[:ran, H : 2 * H].mul_(cs[lo_prev : lo_prev + ran])
+            dz_f[:ran].mul_(cs[lo_prev : lo_prev + ran])
         if ran < b:
-            d_z_t[ran:, H : 2 * H].mul_(c0[ran:b])
-        dc_t.mul_(f[rows])
-        torch.mm(d_z_t, w_hh, out=dh_t)
+            dz_f[ran:].mul_(c0[ran:b])
+        dc_t.mul_(f)
+        torch.mm(d_z[rows], w_hh, out=dh_t)
     return d_z, d_h, dh, dc, d_z.sum(0)
 
 
