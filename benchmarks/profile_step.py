@@ -3,11 +3,20 @@
     python benchmarks/profile_step.py [--shape 200 64 128 128]
 
 One layer, float32, torch's default thread count. It times the whole training
-step of nn.LSTM and of ours (native loops where they build), then the pieces
-of ours: the input projection, the forward and backward time loops, and the
-three products of the backward pass over all steps (dX, dW_ih, dW_hh). Medians
-over repetitions; the pieces run alone, so inside the step they can take longer
-(caches, allocation), and the step also pays autograd, the loss and copies.
+step of nn.LSTM and of ours with each backend, then the pieces:
+
+* native (float32 without a projection): the forward pass from the inputs,
+  whose input projection runs on the loop's register tiles, and the backward
+  pass with its products (d_x, dW_ih, dW_hh), a step at a time on the same
+  tiles;
+* python: the input projection, the forward and backward time loops, and the
+  three products of the backward pass over all steps, each one matrix product.
+
+Each matrix product over all steps is 2 N G I or 2 N G H floating-point
+operations (1.7 GFLOP at the default shape): the native forward pass does two,
+the backward pass four. Medians over repetitions; the pieces run alone, so
+inside the step they can take longer (caches, allocation), and the step also
+pays autograd, the loss and copies.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ from torch import nn
 from cases import train_step
 
 from torch_lstm_manual import LSTM
-from torch_lstm_manual.functional import BACKENDS
+from torch_lstm_manual.functional import BACKENDS, input_projection
 from torch_lstm_manual.lstm import resolve_backend
 
 
@@ -47,25 +56,41 @@ def main():
     ours = LSTM.from_torch(reference, backend=backend)
     x = torch.randn(T, B, I, requires_grad=True)
 
+    python = LSTM.from_torch(reference, backend="python")
     w_ih, w_hh = reference.weight_ih_l0.detach(), reference.weight_hh_l0.detach()
-    bias = (reference.bias_ih_l0 + reference.bias_hh_l0).detach()
+    b_ih, b_hh = reference.bias_ih_l0.detach(), reference.bias_hh_l0.detach()
     rows = x.detach().flatten(0, 1)  # (N, I)
-    xw = torch.addmm(bias, rows, w_ih.t())  # (N, G)
     h0, c0 = torch.zeros(B, H), torch.zeros(B, H)
-    loops, sizes = BACKENDS[backend], [B] * T
-    y, gates, cs, _, _ = loops.forward(xw, h0, c0, w_hh, None, sizes, False, True)
-    d_y, d_z = torch.randn_like(y), torch.randn(T * B, 4 * H)
-
+    sizes = [B] * T
     pieces = {
         "nn.LSTM training step": lambda: train_step(reference, x),
         f"ours ({backend}) training step": lambda: train_step(ours, x),
-        "  input projection x W_ih^T + b": lambda: torch.addmm(bias, rows, w_ih.t()),
-        "  forward loop (saving for backward)": lambda: loops.forward(xw, h0, c0, w_hh, None, sizes, False, True),
-        "  backward loop": lambda: loops.backward(d_y, h0, c0, gates, cs, c0, w_hh, None, sizes, False),
-        "  dX = dZ W_ih": lambda: d_z.mm(w_ih),
-        "  dW_ih = dZ^T X": lambda: d_z.t().mm(rows),
-        "  dW_hh = dZ^T H_prev": lambda: d_z.t().mm(y),
+        "ours (python) training step": lambda: train_step(python, x),
     }
+    if backend == "native":
+        native = BACKENDS["native"]
+        y, gates, cs, _, _ = native.forward_input(rows, w_ih, b_ih, b_hh, h0, c0, w_hh, None, sizes, False)
+        d_y = torch.randn_like(y)
+        pieces["  native: forward from the inputs (saving for backward)"] = lambda: native.forward_input(
+            rows, w_ih, b_ih, b_hh, h0, c0, w_hh, None, sizes, False
+        )
+        pieces["  native: backward with d_x, dW_ih, dW_hh"] = lambda: native.backward_input(
+            d_y, h0, c0, gates, cs, c0, w_hh, None, sizes, False, rows, w_ih, y, h0
+        )
+    loops = BACKENDS["python"]
+    xw = input_projection(rows, w_ih, b_ih, b_hh)  # (N, G)
+    y, gates, cs, _, _ = loops.forward(xw, h0, c0, w_hh, None, sizes, False)
+    d_y, d_z = torch.randn_like(y), torch.randn(T * B, 4 * H)
+    pieces.update(
+        {
+            "  python: input projection x W_ih^T + b": lambda: input_projection(rows, w_ih, b_ih, b_hh),
+            "  python: forward loop (saving for backward)": lambda: loops.forward(xw, h0, c0, w_hh, None, sizes, False),
+            "  python: backward loop": lambda: loops.backward(d_y, h0, c0, gates, cs, c0, w_hh, None, sizes, False),
+            "  python: dX = dZ W_ih": lambda: d_z.mm(w_ih),
+            "  python: dW_ih = dZ^T X": lambda: d_z.t().mm(rows),
+            "  python: dW_hh = dZ^T H_prev": lambda: d_z.t().mm(y),
+        }
+    )
     print(f"T={T} B={B} I={I} H={H}, float32, {torch.get_num_threads()} threads, torch {torch.__version__}\n")
     print("| piece | median ms |")
     print("|---|---|")
