@@ -272,27 +272,31 @@ def forward_loop_inplace(xw, h0, c0, w_hh, w_hr, batch_sizes, reverse, save=True
     m = None if w_hr is None else xw.new_empty(c0.shape)  # (B, H)
     h, c = h0.clone(), c0.clone()  # running states, (B, P) and (B, H)
     one = xw.new_ones(())
+    # Each step's rows, as views taken in one call per tensor.
+    xw_t, y_t = xw.split(steps.sizes), y.split(steps.sizes)
+    z_t = gates.split(steps.sizes) if save or overwrite_xw else None
+    cs_t = cs.split(steps.sizes) if save else None
     for t in steps.order:
-        lo, b = steps.offsets[t], steps.sizes[t]
-        rows = slice(lo, lo + b)
-        z = gates[rows] if save or overwrite_xw else gates[:b]  # (b, G)
+        b = steps.sizes[t]
+        h_b, c_b = (h, c) if b == h.shape[0] else (h[:b], c[:b])
+        z = gates[:b] if z_t is None else z_t[t]  # (b, G)
         if overwrite_xw:
-            z.addmm_(h[:b], w_hh_t)
+            z.addmm_(h_b, w_hh_t)
         else:
-            torch.addmm(xw[rows], h[:b], w_hh_t, out=z)
+            torch.addmm(xw_t[t], h_b, w_hh_t, out=z)
         i, f, g, o = z.split(H, 1)
         # One sigmoid for the four gates: tanh(u) = 2 sigmoid(2u) - 1.
         g.mul_(2)
         z.sigmoid_()
         g.lerp_(one, -1)  # 2 g - 1
-        c_t = c[:b].mul_(f).addcmul_(i, g)  # (b, H)
+        c_b.mul_(f).addcmul_(i, g)  # (b, H)
         if save:
-            cs[rows] = c_t
-        m_t = y[rows] if w_hr is None else m[:b]  # (b, H)
-        torch.tanh(c_t, out=m_t).mul_(o)
+            cs_t[t].copy_(c_b)
+        m_b = y_t[t] if w_hr is None else m[:b]  # (b, H)
+        torch.tanh(c_b, out=m_b).mul_(o)
         if w_hr is not None:
-            torch.mm(m_t, w_hr.t(), out=y[rows])
-        h[:b] = y[rows]
+            torch.mm(m_b, w_hr.t(), out=y_t[t])
+        h_b.copy_(y_t[t])
     return y, (gates if save else None), cs, h, c
 
 
@@ -315,33 +319,34 @@ def backward_loop_inplace(d_y, d_hn, d_cn, gates, cs, c0, w_hh, w_hr, batch_size
     d_z = gates.new_empty(gates.shape)  # (N, G)
     d_h = None if w_hr is None else d_y.new_empty(d_y.shape)  # (N, P)
     dh, dc = d_hn.clone(), d_cn.clone()  # carried gradients, (B, P) and (B, H)
+    # Each step's rows, as views taken in one call per tensor.
+    gates_t, d_z_t, cs_t, d_y_t = (a.split(steps.sizes) for a in (gates, d_z, cs, d_y))
     for k in range(len(steps.order) - 1, -1, -1):
         t = steps.order[k]
-        lo, b = steps.offsets[t], steps.sizes[t]
-        rows = slice(lo, lo + b)
-        i, f, g, o = gates[rows].split(H, 1)  # 4 x (b, H)
-        dz_i, dz_f, dz_g, dz_o = d_z[rows].split(H, 1)  # 4 x (b, H)
-        dh_t = dh[:b].add_(d_y[rows])  # (b, P)
+        b = steps.sizes[t]
+        i, f, g, o = gates_t[t].split(H, 1)  # 4 x (b, H)
+        dz_i, dz_f, dz_g, dz_o = d_z_t[t].split(H, 1)  # 4 x (b, H)
+        dh_b, dc_b = (dh, dc) if b == dh.shape[0] else (dh[:b], dc[:b])
+        dh_b.add_(d_y_t[t])  # (b, P)
         if w_hr is None:
-            dm = dh_t
+            dm = dh_b
         else:
-            d_h[rows] = dh_t
-            dm = dh_t.mm(w_hr)  # (b, H)
-        tanh_c = torch.tanh(cs[rows])  # (b, H)
+            d_h[steps.offsets[t] : steps.offsets[t] + b] = dh_b
+            dm = dh_b.mm(w_hr)  # (b, H)
+        tanh_c = torch.tanh(cs_t[t])  # (b, H)
         torch.addcmul(o, o, o, value=-1, out=dz_o).mul_(tanh_c).mul_(dm)  # dm tanh(c) d_sigmoid(o)
-        dc_t = dc[:b].addcmul_(dm, torch.addcmul(one, tanh_c, tanh_c, value=-1).mul_(o))  # + dm o d_tanh(tanh c)
-        torch.addcmul(i, i, i, value=-1, out=dz_i).mul_(g).mul_(dc_t)  # dc g d_sigmoid(i)
-        torch.addcmul(one, g, g, value=-1, out=dz_g).mul_(i).mul_(dc_t)  # dc i d_tanh(g)
-        torch.addcmul(f, f, f, value=-1, out=dz_f).mul_(dc_t)  # dc d_sigmoid(f), times c_prev:
+        dc_b.addcmul_(dm, torch.addcmul(one, tanh_c, tanh_c, value=-1).mul_(o))  # + dm o d_tanh(tanh c)
+        torch.addcmul(i, i, i, value=-1, out=dz_i).mul_(g).mul_(dc_b)  # dc g d_sigmoid(i)
+        torch.addcmul(one, g, g, value=-1, out=dz_g).mul_(i).mul_(dc_b)  # dc i d_tanh(g)
+        torch.addcmul(f, f, f, value=-1, out=dz_f).mul_(dc_b)  # dc d_sigmoid(f), times c_prev:
         # the previous step's cell states for the rows it ran, else c0.
         ran = 0 if k == 0 else min(b, steps.sizes[steps.order[k - 1]])
         if ran:
-            lo_prev = steps.offsets[steps.order[k - 1]]
-            dz_f[:ran].mul_(cs[lo_prev : lo_prev + ran])
+            dz_f[:ran].mul_(cs_t[steps.order[k - 1]][:ran])
         if ran < b:
             dz_f[ran:].mul_(c0[ran:b])
-        dc_t.mul_(f)
-        torch.mm(d_z[rows], w_hh, out=dh_t)
+        dc_b.mul_(f)
+        torch.mm(d_z_t[t], w_hh, out=dh_b)
     return d_z, d_h, dh, dc, d_z.sum(0)
 
 

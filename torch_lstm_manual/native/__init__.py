@@ -1,18 +1,22 @@
 """Compiled time loops for :class:`~torch_lstm_manual.functional.LSTMFunction`.
 
-``loops.cpp`` and ``cells.cpp`` hold the same two loops as
+``loops.cpp``, ``cells.cpp`` and ``tiles.cpp`` hold the same two loops as
 :func:`~torch_lstm_manual.functional.forward_loop` and
 :func:`~torch_lstm_manual.functional.backward_loop` (same arguments, same
-results), for float32 and float64 tensors on the CPU. They are compiled with
-``torch.utils.cpp_extension.load`` the first time a backend is resolved
-(``backend="auto"`` or ``"native"``), never at import, and cached in torch's
-extension directory (``TORCH_EXTENSIONS_DIR``, default
+results), for float32 and float64 tensors on the CPU, and the two passes
+``LSTMFunction`` runs, :func:`forward_input` and :func:`backward_input`. They
+are compiled with ``torch.utils.cpp_extension.load`` the first time a backend
+is resolved (``backend="auto"`` or ``"native"``), never at import, and cached
+in torch's extension directory (``TORCH_EXTENSIONS_DIR``, default
 ``~/.cache/torch_extensions``), so later processes only load the library.
 
 When the build succeeds the loops are registered as ``BACKENDS["native"]``.
 When it fails (no compiler, no ninja, ...), ``auto`` runs the Python loops
 after one warning per process that names the cause, and ``"native"`` raises.
 ``TORCH_LSTM_MANUAL_NATIVE=0`` in the environment skips the build (no warning).
+
+The loops keep their large buffers for the next call once no tensor holds
+them; :func:`empty_cache` frees them.
 """
 
 from __future__ import annotations

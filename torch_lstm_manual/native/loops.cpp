@@ -1,15 +1,23 @@
 // The two LSTM time loops of torch_lstm_manual/functional.py, compiled.
 //
 // Same arguments and results as the Python reference `forward_loop` and
-// `backward_loop`, which hold the math and the packed layout; this file only
-// changes how the work is laid out:
+// `backward_loop`, which hold the math and the packed layout, plus the two
+// passes LSTMFunction runs, `forward_input` (the input projection, then the
+// forward loop) and `backward_input` (the backward loop, then its products);
+// this file only changes how the work is laid out:
 //
 // * One parallel region for the whole loop. Thread k owns a slice of the
 //   hidden units (columns): it computes the recurrent product for the four
 //   gate rows of its units only, then the cell update of its units, and waits
 //   at one barrier per step (two with a projection) for the others.
-// * BLAS (sgemm_/dgemm_ of the BLAS torch links, MKL here) for every
-//   product, into buffers allocated once before the loop.
+// * float32 without a projection, on AVX2 / AVX-512: every product of a step
+//   on register tiles (tiles.cpp) over weights packed once per call, the gate
+//   arithmetic on each tile while it is in L1. The forward pass adds the input
+//   projection on the same tiles; the backward pass computes d_x, dW_ih, dW_hh
+//   and d_h0 a step at a time, keeping the gate gradients of two steps only.
+// * Otherwise (float64, a projection, no AVX2): BLAS (sgemm_/dgemm_ of the
+//   BLAS torch links) for every per-step product, and the products over all
+//   steps as single matrix products before and after the loop.
 // * The gate arithmetic of a step is one fused pass over the rows; the
 //   backward pass recomputes tanh(c) inline instead of keeping (N, H) factors.
 // * Packed sequences: step t touches its batch_sizes[t] running rows only.
@@ -504,18 +512,18 @@ void backward_impl(const Steps& s, const T* d_y, const T* d_hn, const T* gates, 
   });
 }
 
-// The two (N, 4H) buffers of the loops, the gates kept for the backward pass
-// and d_z, kept for the next call once nobody holds them. Fresh memory of that
+// The (N, 4H) buffers of the loops, kept for the next call once nobody holds
+// them: the gates saved for the backward pass, and, where the products run
+// outside the loop, the input projections xw and d_z. Fresh memory of that
 // size is zeroed and mapped page by page by the kernel on every call, a few ms
 // per training step at T=200, B=64, H=128; a training loop asks for the same
 // sizes every step. (cs, a quarter of the size, is not kept: held through a
 // multi-layer backward it would raise the peak memory more than it saves.)
-// The input projections xw are kept too: they are free again once the loop
-// has run. A kept buffer is free when no tensor refers to its
-// storage any more. A request takes the smallest free one of its dtype with
-// room for it and at most 5/4 of its size; when none fits, the free ones are
-// dropped (they did not fit) and a buffer of exactly the request is made.
-// release() drops the free ones, for torch_lstm_manual.native.empty_cache().
+// A kept buffer is free when no tensor refers to its storage any more. A
+// request takes the smallest free one of its dtype with room for it and at
+// most 5/4 of its size; when none fits, the free ones are dropped (they did
+// not fit) and a buffer of exactly the request is made. release() drops the
+// free ones, for torch_lstm_manual.native.empty_cache().
 class BufferCache {
  public:
   Tensor empty(at::IntArrayRef sizes, const at::TensorOptions& options) {
