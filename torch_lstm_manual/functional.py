@@ -324,8 +324,9 @@ def backward_loop_inplace(d_y, d_hn, d_cn, gates, cs, c0, w_hh, w_hr, batch_size
     for k in range(len(steps.order) - 1, -1, -1):
         t = steps.order[k]
         b = steps.sizes[t]
-        i, f, g, o = gates_t[t].split(H, 1)  # 4 x (b, H)
-        dz_i, dz_f, dz_g, dz_o = d_z_t[t].split(H, 1)  # 4 x (b, H)
+        s_t, d_z_s = gates_t[t], d_z_t[t]  # (b, G)
+        i, f, g, o = s_t.split(H, 1)  # 4 x (b, H)
+        dz_i, dz_f, dz_g, dz_o = d_z_s.split(H, 1)  # 4 x (b, H)
         dh_b, dc_b = (dh, dc) if b == dh.shape[0] else (dh[:b], dc[:b])
         dh_b.add_(d_y_t[t])  # (b, P)
         if w_hr is None:
@@ -334,12 +335,16 @@ def backward_loop_inplace(d_y, d_hn, d_cn, gates, cs, c0, w_hh, w_hr, batch_size
             d_h[steps.offsets[t] : steps.offsets[t] + b] = dh_b
             dm = dh_b.mm(w_hr)  # (b, H)
         tanh_c = torch.tanh(cs_t[t])  # (b, H)
-        torch.addcmul(o, o, o, value=-1, out=dz_o).mul_(tanh_c).mul_(dm)  # dm tanh(c) d_sigmoid(o)
         dc_b.addcmul_(dm, torch.addcmul(one, tanh_c, tanh_c, value=-1).mul_(o))  # + dm o d_tanh(tanh c)
-        torch.addcmul(i, i, i, value=-1, out=dz_i).mul_(g).mul_(dc_b)  # dc g d_sigmoid(i)
-        torch.addcmul(one, g, g, value=-1, out=dz_g).mul_(i).mul_(dc_b)  # dc i d_tanh(g)
-        torch.addcmul(f, f, f, value=-1, out=dz_f).mul_(dc_b)  # dc d_sigmoid(f), times c_prev:
-        # the previous step's cell states for the rows it ran, else c0.
+        # d_sigmoid of the four gates at once, then g's d_tanh in its place.
+        torch.addcmul(s_t, s_t, s_t, value=-1, out=d_z_s)
+        torch.addcmul(one, g, g, value=-1, out=dz_g)
+        d_z_s.view(b, 4, H)[:, :3].mul_(dc_b.unsqueeze(1))  # i, f, g: times dc
+        dz_i.mul_(g)  # dc g d_sigmoid(i)
+        dz_g.mul_(i)  # dc i d_tanh(g)
+        dz_o.mul_(tanh_c).mul_(dm)  # dm tanh(c) d_sigmoid(o)
+        # dc d_sigmoid(f) c_prev; c_prev: the previous step's cell states for
+        # the rows it ran, else c0.
         ran = 0 if k == 0 else min(b, steps.sizes[steps.order[k - 1]])
         if ran:
             dz_f[:ran].mul_(cs_t[steps.order[k - 1]][:ran])
