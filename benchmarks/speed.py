@@ -7,7 +7,8 @@ float32 on the CPU at torch's default thread count. For every case (see
 ``cases.py``) and both modes, inference (forward under ``no_grad``) and a
 training step (forward and backward of a loss on all outputs), the
 implementations run interleaved in one process: each round times each of them
-in turn (one call, or as many as fill 20 ms), after one warm-up call each. A
+in turn (one call, or as many as fill 20 ms), after one warm-up call each, and
+each round starts one further along the list, so that none always runs first. A
 ratio is ours / nn.LSTM within the same round (below 1 = ours is faster); the
 table gives its median and its range (min-max) over the rounds. Packed cases
 also compare with nn.LSTM on the padded tensor (``/pad``), what a user
@@ -94,10 +95,14 @@ def bench(case, mode: str, budget: float, max_rounds: int, native: bool) -> tupl
     repeats = {impl: max(1, math.ceil(0.02 / t)) for impl, t in first.items()}
     rounds = int(min(max_rounds, max(3, budget // max(sum(first.values()), 1e-9))))
     times, contended = {impl: [] for impl in calls}, 0
-    for _ in range(rounds):
+    names = list(calls)
+    for r in range(rounds):
+        # Each round starts with the next implementation: the one that runs
+        # right after another pays for the memory that one freed (page faults).
+        order = names[r % len(names) :] + names[: r % len(names)]
         for attempt in range(RETRIES + 1):
             start = (time.perf_counter(), _machine_busy_seconds(), sum(os.times()[:2]))
-            sample = {impl: timed(call, repeats[impl]) for impl, call in calls.items()}
+            sample = {impl: timed(calls[impl], repeats[impl]) for impl in order}
             busy = _others_share(start) > CONTENTION_LIMIT
             if not busy or attempt == RETRIES:
                 break
