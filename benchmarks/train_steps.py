@@ -5,7 +5,8 @@
 
 It takes the first ``--steps`` training batches of the data module (packed,
 variable-length reviews) and runs each of them through one optimizer step of
-every model, interleaved, all models starting from the same weights. It prints
+every model, interleaved (each batch starting with the next model), all models
+starting from the same weights. It prints
 the median and mean step time, the minutes per epoch estimated from the mean, and
 the ratio of the mean to ``torch.nn.LSTM``'s. The mean, not the median, estimates an
 epoch: nn.LSTM's packed backward grows faster than linearly with the batch's longest
@@ -71,9 +72,10 @@ def main():
         loss.backward()
         optimizer.step()
 
-    times = {impl: [] for impl in models}
+    times, names = {impl: [] for impl in models}, list(models)
     for k, batch in enumerate(batches):
-        for impl, (model, optimizer) in models.items():
+        for impl in names[k % len(names) :] + names[: k % len(names)]:  # a different one first each batch
+            model, optimizer = models[impl]
             start = time.perf_counter()
             step(model, optimizer, batch)
             if k:  # the first batch warms up

@@ -34,6 +34,10 @@
 #include <cmath>
 #include <cstdlib>
 #include <mutex>
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <sys/mman.h>
+#endif
 #include <type_traits>
 #include <vector>
 
@@ -512,6 +516,20 @@ void backward_impl(const Steps& s, const T* d_y, const T* d_hn, const T* gates, 
   });
 }
 
+// n elements in pages of their own (mmap), outside the malloc heap, so that
+// a buffer kept for long does not pin the heap that the rest of the
+// program allocates from (which would then go back to the kernel and
+// fault in again, step after step).
+Tensor mapped_empty(int64_t n, const at::TensorOptions& options) {
+#if defined(__unix__) || defined(__APPLE__)
+  const size_t bytes = static_cast<size_t>(n) * options.dtype().itemsize();
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p != MAP_FAILED)
+    return at::from_blob(p, {n}, [bytes](void* q) { munmap(q, bytes); }, options);
+#endif
+  return at::empty({n}, options);
+}
+
 // The (N, 4H) buffers of the loops, kept for the next call once nobody holds
 // them: the gates saved for the backward pass, and, where the products run
 // outside the loop, the input projections xw and d_z. Fresh memory of that
@@ -526,6 +544,7 @@ void backward_impl(const Steps& s, const T* d_y, const T* d_hn, const T* gates, 
 // free ones, for torch_lstm_manual.native.empty_cache().
 class BufferCache {
  public:
+
   Tensor empty(at::IntArrayRef sizes, const at::TensorOptions& options) {
     const int64_t n = c10::multiply_integers(sizes);
     if (n * static_cast<int64_t>(options.dtype().itemsize()) < kMinBytes) return at::empty(sizes, options);
@@ -537,7 +556,7 @@ class BufferCache {
         best = &kept;
     if (!best) {
       drop_unused();
-      kept_.push_back(at::empty({n}, options));
+      kept_.push_back(mapped_empty(n, options));
       best = &kept_.back();
     }
     return at::empty({0}, options).set_(best->storage(), 0, sizes, c10::contiguous_strides(sizes));
