@@ -22,7 +22,15 @@ from torch import nn
 
 import torch_lstm_manual.native as native
 from torch_lstm_manual import LSTM, lstm_layer
-from torch_lstm_manual.functional import BACKENDS, backward_loop, forward_loop, input_projection, project_and_forward
+from torch_lstm_manual.functional import (
+    BACKENDS,
+    REFERENCE,
+    backward_and_products,
+    backward_loop,
+    forward_loop,
+    input_projection,
+    project_and_forward,
+)
 from torch_lstm_manual.lstm import resolve_backend
 
 from helpers import LOOP_SIZES, assert_all_close, loop_inputs, run, twins
@@ -116,20 +124,37 @@ def test_builds_for_other_cpus_match_reference(capability):
 @pytest.mark.parametrize("H, P", [(5, 0), (33, 0), (72, 20)])
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("scale, I, bias", [(1, 3, True), (24, 40, True), (24, 7, False)])
-def test_forward_from_input_matches_reference(dtype, sizes, H, P, reverse, scale, I, bias):
-    """The input projection and the forward loop in one call (on the tiles,
-    for float32 without a projection) against the two in Python."""
+def test_passes_from_input_match_reference(dtype, sizes, H, P, reverse, scale, I, bias):
+    """The two passes LSTMFunction runs, each in one call (for float32 without
+    a projection, on the tiles: the input projection inside the forward loop,
+    the products of the backward pass inside the backward loop), against the
+    reference loops and products."""
     sizes = [b * scale for b in sizes]
     xw, h0, c0, w_hh, w_hr = loop_inputs(sizes, H, P, dtype)
     gen = torch.Generator().manual_seed(2)
-    rows, w_ih = (torch.randn(shape, generator=gen, dtype=torch.float64).to(dtype) for shape in ((len(xw), I), (4 * H, I)))
-    b_ih, b_hh = (torch.randn(4 * H, generator=gen, dtype=torch.float64).to(dtype) if bias else None for _ in "ih")
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=gen, dtype=torch.float64).to(dtype)
+
+    rows, w_ih = rand(len(xw), I), rand(4 * H, I)
+    b_ih, b_hh = (rand(4 * H) if bias else None for _ in "ih")
+    native_loops = BACKENDS["native"]
     args = (rows, w_ih, b_ih, b_hh, h0, c0, w_hh, w_hr, sizes, reverse)
-    expected = project_and_forward(BACKENDS["python"], *args)
-    assert_all_close(BACKENDS["native"].forward_input(*args), expected, **TOL[dtype])
-    y, gates, cs, h_n, c_n = BACKENDS["native"].forward_input(*args, save=False)
+    expected = project_and_forward(REFERENCE, *args)
+    assert_all_close(native_loops.forward_input(*args), expected, **TOL[dtype])
+    y, gates, cs, h_n, c_n = native_loops.forward_input(*args, save=False)
     assert gates is None and cs is None
     assert_all_close([y, h_n, c_n], [expected[0], expected[3], expected[4]], **TOL[dtype])
+
+    y, gates, cs = expected[:3]
+    back = (rand(*y.shape), rand(*h0.shape), rand(*c0.shape), gates, cs, c0, w_hh, w_hr, sizes, reverse, rows, w_ih, y, h0)
+    expected = backward_and_products(REFERENCE, *back)  # d_x, d_h, d_h0, d_c0, d_w_ih, d_w_hh, d_b
+    assert_all_close(native_loops.backward_input(*back), expected, **TOL[dtype])
+    for need in [(False, True, False), (True, False, False), (False, False, True)]:
+        got = native_loops.backward_input(*back, *need)
+        wanted = [need[0], True, True, True, need[1], need[2], True]
+        assert [g is not None for g in got] == [w and e is not None for w, e in zip(wanted, expected)]
+        assert_all_close([g for g in got if g is not None], [e for e, g in zip(expected, got) if g is not None], **TOL[dtype])
 
 
 @needs_native

@@ -410,8 +410,9 @@ BACKENDS = {"python": Loops(forward_loop_inplace, backward_loop_inplace, project
 
 
 def _needs_reference(*tensors) -> bool:
-    """Whether the Python loops must run: under torch.compile, which traces them,
-    or when a tensor is wrapped by a torch.func transform (vmap, grad, ...)."""
+    """Whether the reference loops must run: under torch.compile, which traces
+    them, or when a tensor is wrapped by a torch.func transform (vmap, grad, ...),
+    which the in-place loops do not support."""
     if torch.compiler.is_compiling():
         return True
     return any(t is not None and torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors)
