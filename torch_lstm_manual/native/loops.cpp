@@ -582,9 +582,11 @@ class BufferCache {
   std::vector<Tensor> kept_;
 };
 
+// Never destroyed: at exit, tensors must not be freed after the libraries and
+// the interpreter they belong to have shut down; the kernel takes the pages back.
 BufferCache& buffers() {
-  static BufferCache cache;
-  return cache;
+  static BufferCache* cache = new BufferCache();
+  return *cache;
 }
 
 void check(const Tensor& t, const char* name, int64_t rows, int64_t cols, const Tensor& like) {
