@@ -63,6 +63,7 @@ def test_inplace_loops_match_reference(dtype, sizes, H, P, reverse):
         # From the inputs, the gates computed in the memory of the projections.
         rows, w_ih, b = torch.randn(len(xw), 3, dtype=dtype), torch.randn(4 * H, 3, dtype=dtype), torch.randn(4 * H, dtype=dtype)
         from_input = (rows, w_ih, b, None, h0, c0, w_hh, w_hr, sizes, reverse)
+        before += [t.clone() for t in (rows, w_ih, b)]
         assert_all_close(project_and_forward_inplace(*from_input), project_and_forward(REFERENCE, *from_input), **tol)
 
         gen = torch.Generator().manual_seed(1)
@@ -70,7 +71,7 @@ def test_inplace_loops_match_reference(dtype, sizes, H, P, reverse):
         back = (d_y, d_hn, d_cn, expected[1], expected[2], c0, w_hh, w_hr, sizes, reverse)
         before += [t.clone() for t in back[:5]]
         assert_all_close(backward_loop_inplace(*back), backward_loop(*back), **tol)
-    after = [t for t in args[:5] if t is not None] + list(back[:5])
+    after = [t for t in args[:5] if t is not None] + [rows, w_ih, b] + list(back[:5])
     assert all(torch.equal(a, b) for a, b in zip(after, before))
 
 

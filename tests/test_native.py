@@ -71,22 +71,33 @@ def test_loops_match_reference(dtype, sizes, H, P, reverse, scale):
 
 @needs_native
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("threads", [1, 2])
-def test_thread_count_does_not_change_results(threads, dtype):
+@pytest.mark.parametrize("threads, H", [(1, 128), (2, 128), (16, 130)])
+def test_thread_count_does_not_change_results(threads, H, dtype):
+    """Every split of the hidden units across threads, down to threads that own
+    none (16 threads, 130 units in blocks of 8), in the loops and in the passes
+    from the inputs, packed and reverse."""
     sizes = [64] * 6 + [40, 9, 1]
-    xw, h0, c0, w_hh, w_hr = loop_inputs(sizes, 128, 0, dtype)
+    xw, h0, c0, w_hh, w_hr = loop_inputs(sizes, H, 0, dtype)
+    gen = torch.Generator().manual_seed(1)
+    rows, w_ih, bias = (torch.randn(*shape, generator=gen, dtype=dtype) for shape in ((len(xw), 24), (4 * H, 24), (4 * H,)))
+    d_y = torch.randn(len(xw), H, generator=gen, dtype=dtype)
+    loops = BACKENDS["native"]
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        got = BACKENDS["native"].forward(xw, h0, c0, w_hh, w_hr, sizes, True)
-        y, gates, cs = got[:3]
-        d_y = torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=dtype)
-        args = (d_y, h0, c0, gates, cs, c0, w_hh, w_hr, sizes, True)
-        got_back = BACKENDS["native"].backward(*args)
+        got = loops.forward(xw, h0, c0, w_hh, w_hr, sizes, True)
+        back = (d_y, h0, c0, got[1], got[2], c0, w_hh, w_hr, sizes, True)
+        got_back = loops.backward(*back)
+        from_input = (rows, w_ih, bias, None, h0, c0, w_hh, w_hr, sizes, True)
+        got_input = loops.forward_input(*from_input)
+        back_input = (d_y, h0, c0, got_input[1], got_input[2], c0, w_hh, w_hr, sizes, True, rows, w_ih, got_input[0], h0)
+        got_back_input = loops.backward_input(*back_input)
     finally:
         torch.set_num_threads(old)
     assert_all_close(got, forward_loop(xw, h0, c0, w_hh, w_hr, sizes, True), **TOL[dtype])
-    assert_all_close(got_back, backward_loop(*args), **TOL[dtype])
+    assert_all_close(got_back, backward_loop(*back), **TOL[dtype])
+    assert_all_close(got_input, project_and_forward(REFERENCE, *from_input), **TOL[dtype])
+    assert_all_close(got_back_input, backward_and_products(REFERENCE, *back_input), **TOL[dtype])
 
 
 # What each build of the extension is named, by the CPU capability torch reports.
@@ -176,6 +187,42 @@ def test_rejects_bad_batch_sizes():
         BACKENDS["native"].forward(xw, h0[:2], c0[:2], w_hh, None, [2, 3], False)
     with pytest.raises(RuntimeError, match=r"xw must be \(4, 16\)"):
         BACKENDS["native"].forward(xw, h0, c0, w_hh, None, [2, 2], False)
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_passes_from_input_reject_bad_arguments_by_name(dtype):
+    sizes, H, I = [3, 3], 4, 5
+    _, h0, c0, w_hh, _ = loop_inputs(sizes, H, 0, dtype)
+    rows, w_ih, bias = torch.randn(6, I, dtype=dtype), torch.randn(4 * H, I, dtype=dtype), torch.randn(4 * H, dtype=dtype)
+    loops = BACKENDS["native"]
+
+    def forward(**change):
+        args = dict(rows=rows, w_ih=w_ih, b_ih=bias, b_hh=None, h0=h0, c0=c0, w_hh=w_hh, w_hr=None)
+        args.update(change)
+        return loops.forward_input(*args.values(), sizes, False)
+
+    with pytest.raises(RuntimeError, match=r"bias must be \(16,\), got \[2, 8\]"):
+        forward(b_ih=bias.view(2, 8))
+    with pytest.raises(RuntimeError, match=r"bias must be \(16,\), got \[1\]"):
+        forward(b_ih=bias[:1])
+    with pytest.raises(RuntimeError, match=r"w_ih must be \(16, 5\), got \[17, 5\]"):
+        forward(w_ih=torch.randn(17, I, dtype=dtype))
+    with pytest.raises(RuntimeError, match="w_ih must be a CPU tensor of dtype"):
+        forward(w_ih=w_ih.half())
+    with pytest.raises(RuntimeError, match=r"c0 must be \(B, H\), got \[\]"):
+        forward(c0=torch.tensor(1.0, dtype=dtype))
+    with pytest.raises(RuntimeError, match="x must be a float32 or float64 CPU tensor, got .* on meta"):
+        forward(rows=rows.to("meta"))
+    y, gates, cs, _, _ = forward()
+    if native._ext.fuses_backward(gates, None):  # the one-pass backward checks its arguments too
+        back = [torch.zeros_like(y), h0, c0, gates, cs, c0, w_hh, None, sizes, False, rows, w_ih, y, h0]
+        back[10] = torch.randn(7, I)
+        with pytest.raises(RuntimeError, match=r"x must be \(6, 5\), got \[7, 5\]"):
+            loops.backward_input(*back)
+    # The module-level entry refuses what the native loops cannot run, by name.
+    with pytest.raises(RuntimeError, match="backend='native' is not available: it runs float32 and float64 tensors on the CPU"):
+        lstm_layer(torch.zeros(2, 3, I, device="meta"), h0, c0, w_ih, w_hh, backend="native")
 
 
 # --------------------------------------------------------------------------
@@ -290,6 +337,21 @@ def test_kept_buffers_are_reused_only_once_free():
     assert third[1].data_ptr() == address  # the free buffer, not fresh memory
     assert_all_close(third, kept, rtol=0, atol=0)
     del second, third
+    # The input projections and the gate gradients of backward() too.
+    rows, w_ih = torch.randn(512, 16), torch.randn(512, 16)
+    xw = native.input_projection(rows, w_ih, None, None)
+    address = xw.data_ptr()
+    assert native.input_projection(rows, w_ih, None, None).data_ptr() != address  # xw still held
+    del xw
+    assert native.input_projection(rows, w_ih, None, None).data_ptr() == address
+    y, gates, cs, _, _ = loops.forward(*loop_inputs(sizes, 128, 0, torch.float32)[:4], None, sizes, False)
+    args = (torch.randn_like(y), h0, c0, gates, cs, c0, w_hh, None, sizes, False)
+    d_z = loops.backward(*args)[0]
+    kept_d_z, address = d_z.clone(), d_z.data_ptr()
+    assert loops.backward(*args)[0].data_ptr() != address and torch.equal(d_z, kept_d_z)
+    del d_z
+    assert_all_close([loops.backward(*args)[0]], [kept_d_z], rtol=0, atol=0)
+    del y, gates, cs, args
     assert native.empty_cache() >= 512 * 512 * 4
     assert native.empty_cache() == 0
 

@@ -538,10 +538,10 @@ def lstm_layer(
     backend: str = "python",
 ):
     """Run :class:`LSTMFunction` and return ``(y, h_n, c_n)``."""
-    if backend == "native" and backend not in BACKENDS:
+    if backend == "native":
         from .native import require  # built on first use
 
-        require(x)
+        require(x)  # and runs float32 / float64 CPU tensors only
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {sorted(BACKENDS)}, got {backend!r}")
     sizes = None if batch_sizes is None else tuple(int(b) for b in batch_sizes)

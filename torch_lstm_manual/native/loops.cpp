@@ -31,8 +31,10 @@
 #include <c10/core/GradMode.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
+#include <memory>
 #include <mutex>
 
 #if defined(__unix__) || defined(__APPLE__)
@@ -161,7 +163,29 @@ int threads_for(int64_t b, int64_t H, int64_t P) {
   return std::max(1, std::min<int>(nt, static_cast<int>((H + 7) / 8)));
 }
 
-// Run body(tid, nt) on nt threads. Barriers inside body are `#pragma omp barrier`.
+inline void barrier(int nt) {
+#ifdef _OPENMP
+  if (nt > 1) {
+#pragma omp barrier
+  }
+#endif
+}
+
+// A thread body allocates its own memory at its start, inside the parallel
+// region, where an exception would end the process. A thread whose
+// allocation failed says so; after one barrier every thread knows, all of
+// them leave, and run_parallel raises once the region is over.
+struct Team {
+  std::atomic<bool> failed{false};
+  // Whether every thread of the team got its memory.
+  bool all_allocated(bool ok, int nt) {
+    if (!ok) failed = true;
+    barrier(nt);
+    return !failed;
+  }
+};
+
+// Run body(tid, nt, team) on nt threads. Barriers inside body are `#pragma omp barrier`.
 template <typename F>
 void run_parallel(int nt, const F& body) {
   // Each thread makes its own, single-threaded BLAS calls.
@@ -174,22 +198,15 @@ void run_parallel(int nt, const F& body) {
     f();
 #endif
   };
+  Team team;
 #ifdef _OPENMP
   if (nt > 1) {
 #pragma omp parallel num_threads(nt)
-    single_blas([&] { body(omp_get_thread_num(), omp_get_num_threads()); });
-    return;
-  }
+    single_blas([&] { body(omp_get_thread_num(), omp_get_num_threads(), team); });
+  } else
 #endif
-  single_blas([&] { body(0, 1); });
-}
-
-inline void barrier(int nt) {
-#ifdef _OPENMP
-  if (nt > 1) {
-#pragma omp barrier
-  }
-#endif
+    single_blas([&] { body(0, 1, team); });
+  TORCH_CHECK(!team.failed, "the native LSTM loops could not allocate their per-thread memory");
 }
 
 // 64-byte aligned float scratch, one per thread.
@@ -237,11 +254,21 @@ struct StepInput {
 // product is a (b, 4W) tile, [i | f | g | o] of the block's units for every
 // row, and the gates of the block run on it right away.
 void forward_tiled(const Steps& s, const StepInput& in, const float* h0, const float* w_hh, int64_t H, float* y,
-                   float* gates, float* cs, float* c_run, int tid, int nt) {
+                   float* gates, float* cs, float* c_run, int tid, int nt, Team& team) {
   const int64_t G = 4 * H, P = H, W = tile_width(), I = in.x ? in.I : 0;
   auto [u0, u1] = columns(H, tid, nt);
   const int64_t blocks = (u1 - u0 + W - 1) / W;
-  Scratch panel_h(blocks * P * 4 * W), panel_x(blocks * I * 4 * W + 1), tile(s.B * 4 * W);
+  std::unique_ptr<Scratch> panel_h_, panel_x_, tile_;
+  bool ok = true;
+  try {
+    panel_h_ = std::make_unique<Scratch>(blocks * P * 4 * W);
+    panel_x_ = std::make_unique<Scratch>(blocks * I * 4 * W + 1);
+    tile_ = std::make_unique<Scratch>(s.B * 4 * W);
+  } catch (...) {
+    ok = false;
+  }
+  if (!team.all_allocated(ok, nt)) return;
+  Scratch &panel_h = *panel_h_, &panel_x = *panel_x_, &tile = *tile_;
   pack_gate_panels(w_hh, P, H, u0, u1, W, panel_h.p);
   if (in.x) pack_gate_panels(in.w_ih, I, H, u0, u1, W, panel_x.p);
   for (int64_t i = 0; i < s.T; ++i) {
@@ -355,16 +382,29 @@ struct WeightSums {
 // blocks of 2W units, and the cell backward of the block runs on it.
 void backward_tiled(const Steps& s, const float* d_y, const float* d_hn, const float* gates, const float* cs,
                     const float* c0, const float* w_hh, int64_t H, const StepGrads& out, float* dc_run,
-                    float* d_b, int tid, int nt) {
+                    float* d_b, int tid, int nt, Team& team) {
   const int64_t G = 4 * H, P = H, W = 2 * tile_width(), I = out.I;
   const bool fused = out.d_z == nullptr;
   auto [u0, u1] = columns(H, tid, nt);
   auto [i0, i1] = columns(fused && out.d_x ? I : 0, tid, nt);  // this thread's columns of d_x
   const int64_t nu = u1 - u0, blocks = (nu + W - 1) / W, x_blocks = (i1 - i0 + W - 1) / W;
-  ColumnSums<float> sums(H, u0, nu);
-  WeightSums weights(fused && out.d_w_ih, H, u0, nu, I);
-  // One dh tile per unit block, and one for d_x.
-  Scratch panel(blocks * G * W), panel_x(x_blocks * G * W + 1), tile((blocks + 1) * s.B * W);
+  std::unique_ptr<ColumnSums<float>> sums_;
+  std::unique_ptr<WeightSums> weights_;
+  std::unique_ptr<Scratch> panel_, panel_x_, tile_;
+  bool ok = true;
+  try {
+    sums_ = std::make_unique<ColumnSums<float>>(H, u0, nu);
+    weights_ = std::make_unique<WeightSums>(fused && out.d_w_ih, H, u0, nu, I);
+    panel_ = std::make_unique<Scratch>(blocks * G * W);
+    panel_x_ = std::make_unique<Scratch>(x_blocks * G * W + 1);
+    tile_ = std::make_unique<Scratch>((blocks + 1) * s.B * W);  // one dh tile per unit block, one for d_x
+  } catch (...) {
+    ok = false;
+  }
+  if (!team.all_allocated(ok, nt)) return;
+  ColumnSums<float>& sums = *sums_;
+  WeightSums& weights = *weights_;
+  Scratch &panel = *panel_, &panel_x = *panel_x_, &tile = *tile_;
   pack_column_panels(w_hh, G, P, u0, u1, W, panel.p);
   pack_column_panels(out.w_ih, G, I, i0, i1, W, panel_x.p);
   // Rows of d_z of the i-th step visited.
@@ -433,9 +473,9 @@ template <typename T>
 void forward_impl(const Steps& s, const T* xw, const T* h0, const T* w_hh, const T* w_hr, int64_t H,
                   int64_t P, T* y, T* gates, T* cs, T* c_run, T* z, T* m, T* w_perm) {
   const int64_t G = 4 * H;
-  run_parallel(threads_for(s.B, H, P), [&](int tid, int nt) {
+  run_parallel(threads_for(s.B, H, P), [&](int tid, int nt, Team& team) {
     if constexpr (std::is_same_v<T, float>)
-      if (tiled(w_hr)) return forward_tiled(s, StepInput{xw}, h0, w_hh, H, y, gates, cs, c_run, tid, nt);
+      if (tiled(w_hr)) return forward_tiled(s, StepInput{xw}, h0, w_hh, H, y, gates, cs, c_run, tid, nt, team);
     auto [u0, u1] = columns(H, tid, nt);  // this thread's hidden units
     auto [p0, p1] = columns(P, tid, nt);  // and output columns (projection)
     const int64_t nu = u1 - u0;
@@ -470,16 +510,24 @@ void backward_impl(const Steps& s, const T* d_y, const T* d_hn, const T* gates, 
                    const T* c0, const T* w_hh, const T* w_hr, int64_t H, int64_t P, T* d_z, T* d_h,
                    T* dc_run, T* dh, T* dm, T* d_b) {
   const int64_t G = 4 * H;
-  run_parallel(threads_for(s.B, H, P), [&](int tid, int nt) {
+  run_parallel(threads_for(s.B, H, P), [&](int tid, int nt, Team& team) {
     if constexpr (std::is_same_v<T, float>)
       if (tiled(w_hr)) {
         const StepGrads out{d_z, nullptr, nullptr, 0, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
-        return backward_tiled(s, d_y, d_hn, gates, cs, c0, w_hh, H, out, dc_run, d_b, tid, nt);
+        return backward_tiled(s, d_y, d_hn, gates, cs, c0, w_hh, H, out, dc_run, d_b, tid, nt, team);
       }
     auto [u0, u1] = columns(H, tid, nt);
     auto [p0, p1] = columns(P, tid, nt);
     const int64_t nu = u1 - u0;
-    ColumnSums<T> sums(H, u0, nu);
+    std::unique_ptr<ColumnSums<T>> sums_;
+    bool ok = true;
+    try {
+      sums_ = std::make_unique<ColumnSums<T>>(H, u0, nu);
+    } catch (...) {
+      ok = false;
+    }
+    if (!team.all_allocated(ok, nt)) return;
+    ColumnSums<T>& sums = *sums_;
     for (int64_t i = s.T - 1; i >= 0; --i) {  // steps in reverse of the forward order
       const int64_t t = s.order[i], b = s.size[t], row0 = s.offset[t];
       const int64_t carried = i == s.T - 1 ? 0 : std::min(b, s.size_at(i + 1));
@@ -523,9 +571,17 @@ void backward_impl(const Steps& s, const T* d_y, const T* d_hn, const T* gates, 
 Tensor mapped_empty(int64_t n, const at::TensorOptions& options) {
 #if defined(__unix__) || defined(__APPLE__)
   const size_t bytes = static_cast<size_t>(n) * options.dtype().itemsize();
-  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (p != MAP_FAILED)
-    return at::from_blob(p, {n}, [bytes](void* q) { munmap(q, bytes); }, options);
+  void* p = options.device().is_cpu() && bytes > 0
+                ? mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+                : MAP_FAILED;
+  if (p != MAP_FAILED) {
+    try {
+      return at::from_blob(p, {n}, [bytes](void* q) { munmap(q, bytes); }, options);
+    } catch (...) {
+      munmap(p, bytes);
+      throw;
+    }
+  }
 #endif
   return at::empty({n}, options);
 }
@@ -547,7 +603,8 @@ class BufferCache {
 
   Tensor empty(at::IntArrayRef sizes, const at::TensorOptions& options) {
     const int64_t n = c10::multiply_integers(sizes);
-    if (n * static_cast<int64_t>(options.dtype().itemsize()) < kMinBytes) return at::empty(sizes, options);
+    if (n * static_cast<int64_t>(options.dtype().itemsize()) < kMinBytes || !options.device().is_cpu())
+      return at::empty(sizes, options);
     std::lock_guard<std::mutex> lock(mutex_);
     const Tensor* best = nullptr;
     for (const Tensor& kept : kept_)
@@ -597,6 +654,20 @@ void check(const Tensor& t, const char* name, int64_t rows, int64_t cols, const 
               t.device());
 }
 
+// The first tensor of a call, which the others must match: a 2-d float32 or
+// float64 CPU tensor.
+void check_input(const Tensor& t, const char* name) {
+  TORCH_CHECK(t.dim() == 2, name, " must be 2-dimensional, got ", t.sizes());
+  TORCH_CHECK(t.device().is_cpu() && (t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble), name,
+              " must be a float32 or float64 CPU tensor, got ", t.scalar_type(), " on ", t.device());
+}
+
+void check_vector(const Tensor& t, const char* name, int64_t n, const Tensor& like) {
+  TORCH_CHECK(t.dim() == 1 && t.size(0) == n, name, " must be (", n, ",), got ", t.sizes());
+  TORCH_CHECK(t.scalar_type() == like.scalar_type() && t.device().is_cpu(), name,
+              " must be a CPU tensor of dtype ", like.scalar_type(), ", got ", t.scalar_type(), " on ", t.device());
+}
+
 Tensor optional_ptr_check(const c10::optional<Tensor>& w_hr, int64_t H, const Tensor& like, int64_t& P) {
   if (!w_hr.has_value() || !w_hr->defined()) return Tensor();
   P = w_hr->size(0);
@@ -620,9 +691,9 @@ std::vector<Tensor> forward(const Tensor& xw_, const Tensor& h0_, const Tensor& 
                             bool reverse, bool save) {
   c10::AutoGradMode no_grad(false);  // plain buffers: nothing here is recorded
   const Steps s = make_steps(batch_sizes, reverse);
-  TORCH_CHECK(xw_.scalar_type() == at::kFloat || xw_.scalar_type() == at::kDouble,
-              "native loops run float32 and float64, got ", xw_.scalar_type());
-  const int64_t H = c0.size(-1);
+  check_input(xw_, "xw");
+  TORCH_CHECK(c0.dim() == 2, "c0 must be (B, H), got ", c0.sizes());
+  const int64_t H = c0.size(1);
   int64_t P = H;
   Tensor w_hr = optional_ptr_check(w_hr_, H, xw_, P);
   check(xw_, "xw", s.N, 4 * H, xw_), check(h0_, "h0", s.B, P, xw_), check(c0, "c0", s.B, H, xw_);
@@ -648,9 +719,9 @@ std::vector<Tensor> backward(const Tensor& d_y_, const Tensor& d_hn_, const Tens
                              bool reverse) {
   c10::AutoGradMode no_grad(false);  // plain buffers: nothing here is recorded
   const Steps s = make_steps(batch_sizes, reverse);
-  TORCH_CHECK(gates_.scalar_type() == at::kFloat || gates_.scalar_type() == at::kDouble,
-              "native loops run float32 and float64, got ", gates_.scalar_type());
-  const int64_t H = cs_.size(-1);
+  check_input(gates_, "gates");
+  TORCH_CHECK(cs_.dim() == 2, "cs must be (N, H), got ", cs_.sizes());
+  const int64_t H = cs_.size(1);
   int64_t P = H;
   Tensor w_hr = optional_ptr_check(w_hr_, H, gates_, P);
   check(d_y_, "d_y", s.N, P, gates_), check(d_hn_, "d_hn", s.B, P, gates_), check(d_cn, "d_cn", s.B, H, gates_);
@@ -683,8 +754,10 @@ std::vector<Tensor> backward(const Tensor& d_y_, const Tensor& d_hn_, const Tens
 // xw = rows @ w_ih^T + bias, (N, G), into a kept buffer.
 Tensor project(const Tensor& rows, const Tensor& w_ih, const c10::optional<Tensor>& bias) {
   c10::AutoGradMode no_grad(false);
-  TORCH_CHECK(rows.dim() == 2 && w_ih.dim() == 2 && rows.size(1) == w_ih.size(1), "rows (N, I) and w_ih (G, I) ",
-              "must share I, got ", rows.sizes(), " and ", w_ih.sizes());
+  check_input(rows, "rows");
+  TORCH_CHECK(w_ih.dim() == 2, "w_ih must be (4H, I), got ", w_ih.sizes());
+  check(w_ih, "w_ih", w_ih.size(0), rows.size(1), rows);
+  if (bias.has_value() && bias->defined()) check_vector(*bias, "bias", w_ih.size(0), rows);
   Tensor xw = buffers().empty({rows.size(0), w_ih.size(0)}, rows.options());
   if (bias.has_value() && bias->defined())
     at::addmm_out(xw, *bias, rows, w_ih.t());
@@ -700,21 +773,19 @@ std::vector<Tensor> forward_input(const Tensor& x_, const Tensor& w_ih_, const c
                                   const Tensor& h0_, const Tensor& c0_, const Tensor& w_hh_,
                                   const c10::optional<Tensor>& w_hr, const std::vector<int64_t>& batch_sizes,
                                   bool reverse, bool save) {
+  c10::AutoGradMode no_grad(false);
+  const Steps s = make_steps(batch_sizes, reverse);
+  check_input(x_, "x");
+  TORCH_CHECK(c0_.dim() == 2, "c0 must be (B, H), got ", c0_.sizes());
+  const int64_t H = c0_.size(1), G = 4 * H, I = x_.size(1);
+  check(x_, "x", s.N, I, x_), check(w_ih_, "w_ih", G, I, x_);
+  const bool has_bias = bias_.has_value() && bias_->defined();
+  if (has_bias) check_vector(*bias_, "bias", G, x_);
   const bool projected = w_hr.has_value() && w_hr->defined();
   if (x_.scalar_type() != at::kFloat || projected || tile_width() == 0)
     return forward(project(x_, w_ih_, bias_), h0_, c0_, w_hh_, w_hr, batch_sizes, reverse, save);
-  c10::AutoGradMode no_grad(false);
-  const Steps s = make_steps(batch_sizes, reverse);
-  const int64_t H = c0_.size(-1), G = 4 * H;
-  TORCH_CHECK(x_.dim() == 2, "x must be (N, I), got ", x_.sizes());
-  const int64_t I = x_.size(1);
-  check(x_, "x", s.N, I, x_), check(w_ih_, "w_ih", G, I, x_), check(h0_, "h0", s.B, H, x_);
-  check(c0_, "c0", s.B, H, x_), check(w_hh_, "w_hh", G, H, x_);
-  Tensor bias = at::zeros({1, G}, x_.options());
-  if (bias_.has_value() && bias_->defined()) {
-    check(bias_->view({1, -1}), "bias", 1, G, x_);
-    bias = bias_->contiguous();
-  }
+  check(h0_, "h0", s.B, H, x_), check(c0_, "c0", s.B, H, x_), check(w_hh_, "w_hh", G, H, x_);
+  Tensor bias = has_bias ? bias_->contiguous() : at::zeros({G}, x_.options());
   Tensor x = x_.contiguous(), w_ih = w_ih_.contiguous(), h0 = h0_.contiguous(), w_hh = w_hh_.contiguous();
   auto opt = x.options();
   Tensor y = at::empty({s.N, H}, opt), c_n = c0_.contiguous().clone();
@@ -722,8 +793,8 @@ std::vector<Tensor> forward_input(const Tensor& x_, const Tensor& w_ih_, const c
   Tensor cs = save ? at::empty({s.N, H}, opt) : Tensor();
   auto ptr = [](const Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; };
   const StepInput in{nullptr, ptr(x), I, ptr(w_ih), ptr(bias)};
-  run_parallel(threads_for(s.B, H, H + I), [&](int tid, int nt) {
-    forward_tiled(s, in, ptr(h0), ptr(w_hh), H, ptr(y), ptr(gates), ptr(cs), ptr(c_n), tid, nt);
+  run_parallel(threads_for(s.B, H, H + I), [&](int tid, int nt, Team& team) {
+    forward_tiled(s, in, ptr(h0), ptr(w_hh), H, ptr(y), ptr(gates), ptr(cs), ptr(c_n), tid, nt, team);
   });
   return {y, gates, cs, final_outputs(s, y), c_n};
 }
@@ -744,9 +815,9 @@ std::vector<Tensor> backward_input(const Tensor& d_y_, const Tensor& d_hn_, cons
   c10::AutoGradMode no_grad(false);
   TORCH_CHECK(fuses_backward(gates_, c10::nullopt), "backward_input runs float32 on the tiled loops only");
   const Steps s = make_steps(batch_sizes, reverse);
-  const int64_t H = cs_.size(-1), G = 4 * H;
-  TORCH_CHECK(x_.dim() == 2, "x must be (N, I), got ", x_.sizes());
-  const int64_t I = x_.size(1);
+  check_input(x_, "x");
+  TORCH_CHECK(cs_.dim() == 2, "cs must be (N, H), got ", cs_.sizes());
+  const int64_t H = cs_.size(1), G = 4 * H, I = x_.size(1);
   check(d_y_, "d_y", s.N, H, gates_), check(d_hn_, "d_hn", s.B, H, gates_), check(d_cn, "d_cn", s.B, H, gates_);
   check(gates_, "gates", s.N, G, gates_), check(cs_, "cs", s.N, H, gates_), check(c0_, "c0", s.B, H, gates_);
   check(w_hh_, "w_hh", G, H, gates_), check(x_, "x", s.N, I, gates_), check(w_ih_, "w_ih", G, I, gates_);
@@ -761,9 +832,9 @@ std::vector<Tensor> backward_input(const Tensor& d_y_, const Tensor& d_hn_, cons
   auto ptr = [](const Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; };
   const StepGrads out{nullptr, ptr(z_steps), ptr(x), I, ptr(w_ih), ptr(y), ptr(h0), ptr(d_x), ptr(d_w_ih),
                       ptr(d_w_hh), ptr(d_h0)};
-  run_parallel(threads_for(s.B, H, H + I), [&](int tid, int nt) {
+  run_parallel(threads_for(s.B, H, H + I), [&](int tid, int nt, Team& team) {
     backward_tiled(s, ptr(d_y), ptr(d_hn), ptr(gates), ptr(cs), ptr(c0), ptr(w_hh), H, out, ptr(d_c0), ptr(d_b), tid,
-                   nt);
+                   nt, team);
   });
   return {d_x, d_h0, d_c0, d_w_ih, d_w_hh, d_b};
 }
@@ -773,7 +844,7 @@ std::vector<Tensor> backward_input(const Tensor& d_y_, const Tensor& d_hn_, cons
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &forward, "forward_loop: (y, gates, cs, h_n, c_n)", py::call_guard<py::gil_scoped_release>());
   m.def("release_buffers", [] { return buffers().release(); },
-        "drop the kept buffers that no tensor holds; returns their bytes");
+        "drop the kept buffers that no tensor holds; returns their bytes", py::call_guard<py::gil_scoped_release>());
   m.def("backward", &backward, "backward_loop: (d_z, d_h, d_h0, d_c0, d_b)",
         py::call_guard<py::gil_scoped_release>());
   m.def("forward_input", &forward_input, "input_projection, then forward_loop: (y, gates, cs, h_n, c_n)",
