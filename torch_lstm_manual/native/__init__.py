@@ -89,7 +89,8 @@ def forward_loop(xw, h0, c0, w_hh, w_hr, batch_sizes, reverse, save=True):
 
 def backward_loop(d_y, d_hn, d_cn, gates, cs, c0, w_hh, w_hr, batch_sizes, reverse):
     """:func:`~torch_lstm_manual.functional.backward_loop`, compiled."""
-    d_z, d_h, d_h0, d_c0, d_b = _ext.backward(d_y, d_hn, d_cn, gates, cs, c0, w_hh, w_hr, _batch_sizes(batch_sizes), bool(reverse))
+    sizes = _batch_sizes(batch_sizes)
+    d_z, d_h, d_h0, d_c0, d_b = _ext.backward(d_y, d_hn, d_cn, gates, cs, c0, w_hh, w_hr, sizes, bool(reverse))
     return d_z, d_h, d_h0, d_c0, d_b
 
 

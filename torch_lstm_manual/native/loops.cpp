@@ -475,7 +475,10 @@ void forward_impl(const Steps& s, const T* xw, const T* h0, const T* w_hh, const
   const int64_t G = 4 * H;
   run_parallel(threads_for(s.B, H, P), [&](int tid, int nt, Team& team) {
     if constexpr (std::is_same_v<T, float>)
-      if (tiled(w_hr)) return forward_tiled(s, StepInput{xw}, h0, w_hh, H, y, gates, cs, c_run, tid, nt, team);
+      if (tiled(w_hr)) {
+        const StepInput in{xw, nullptr, 0, nullptr, nullptr};
+        return forward_tiled(s, in, h0, w_hh, H, y, gates, cs, c_run, tid, nt, team);
+      }
     auto [u0, u1] = columns(H, tid, nt);  // this thread's hidden units
     auto [p0, p1] = columns(P, tid, nt);  // and output columns (projection)
     const int64_t nu = u1 - u0;
@@ -828,7 +831,8 @@ std::vector<Tensor> backward_input(const Tensor& d_y_, const Tensor& d_hn_, cons
   auto opt = gates.options();
   Tensor z_steps = at::empty({2, s.B, G}, opt), d_c0 = d_cn.contiguous().clone(), d_h0 = at::empty({s.B, H}, opt);
   Tensor d_x = need_x ? at::empty({s.N, I}, opt) : Tensor(), d_b = at::empty({G}, opt);
-  Tensor d_w_ih = need_weights ? at::empty({G, I}, opt) : Tensor(), d_w_hh = need_weights ? at::empty({G, H}, opt) : Tensor();
+  Tensor d_w_ih = need_weights ? at::empty({G, I}, opt) : Tensor();
+  Tensor d_w_hh = need_weights ? at::empty({G, H}, opt) : Tensor();
   auto ptr = [](const Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; };
   const StepGrads out{nullptr, ptr(z_steps), ptr(x), I, ptr(w_ih), ptr(y), ptr(h0), ptr(d_x), ptr(d_w_ih),
                       ptr(d_w_hh), ptr(d_h0)};
