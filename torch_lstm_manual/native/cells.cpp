@@ -8,8 +8,8 @@
 //             dc_prev = dc f
 //
 // Written once over a value type V: a scalar (float, double: std::exp and
-// std::tanh) or, where the compiler targets AVX2 and FMA, 8 floats at a time
-// with the polynomial exp and tanh below.
+// std::tanh) or, where the compiler targets AVX2 and FMA, 8 floats (16 with
+// AVX-512) at a time with the polynomial exp and tanh below.
 
 #include <cmath>
 #include <cstdint>
@@ -35,119 +35,114 @@ struct Ops {  // scalars
 };
 
 #ifdef LSTM_AVX2
-struct F8 {
-  __m256 v;
-};
-inline F8 operator+(F8 a, F8 b) { return {_mm256_add_ps(a.v, b.v)}; }
-inline F8 operator-(F8 a, F8 b) { return {_mm256_sub_ps(a.v, b.v)}; }
-inline F8 operator*(F8 a, F8 b) { return {_mm256_mul_ps(a.v, b.v)}; }
-inline __m256 fma(__m256 a, __m256 b, __m256 c) { return _mm256_fmadd_ps(a, b, c); }
-
-// exp(x) as 2^n e^r, |r| <= ln2 / 2, with Cephes' degree-6 polynomial for
-// e^r (error ~1 ulp); x is clamped to the float range first.
-inline __m256 exp8(__m256 x) {
-  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.0f));
-  __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = fma(n, _mm256_set1_ps(-0.693359375f), x);  // ln2 in two parts
-  r = fma(n, _mm256_set1_ps(2.12194440e-4f), r);
-  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-  p = fma(p, r, _mm256_set1_ps(1.3981999507e-3f));
-  p = fma(p, r, _mm256_set1_ps(8.3334519073e-3f));
-  p = fma(p, r, _mm256_set1_ps(4.1665795894e-2f));
-  p = fma(p, r, _mm256_set1_ps(1.6666665459e-1f));
-  p = fma(p, r, _mm256_set1_ps(5.0000001201e-1f));
-  p = fma(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-  __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-}
-
-// 1 / d for d in [1, 2e38] (exp8 clamps its argument, so 1 + exp is finite):
-// the hardware estimate (12 bits) and one Newton step, r (2 - d r), which
-// brings it to float precision (~1 ulp) without a division.
-inline __m256 recip8(__m256 d) {
-  __m256 r = _mm256_rcp_ps(d);
-  return _mm256_mul_ps(r, fma(_mm256_sub_ps(_mm256_setzero_ps(), d), r, _mm256_set1_ps(2.0f)));
-}
-
-template <>
-struct Ops<F8> {
-  static F8 load(const float* p) { return {_mm256_loadu_ps(p)}; }
-  static void store(float* p, F8 v) { _mm256_storeu_ps(p, v.v); }
-  static F8 set(double x) { return {_mm256_set1_ps(static_cast<float>(x))}; }
-  static F8 sigmoid(F8 x) {
-    const __m256 one = _mm256_set1_ps(1.0f);
-    return {recip8(_mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), x.v))))};
+// The primitives of one vector width: 8 floats (AVX2) or 16 (AVX-512). The
+// math of the gates, below, is written once over them.
+struct Avx2 {
+  using R = __m256;
+  static R set(float x) { return _mm256_set1_ps(x); }
+  static R load(const float* p) { return _mm256_loadu_ps(p); }
+  static void store(float* p, R v) { _mm256_storeu_ps(p, v); }
+  static R add(R a, R b) { return _mm256_add_ps(a, b); }
+  static R sub(R a, R b) { return _mm256_sub_ps(a, b); }
+  static R mul(R a, R b) { return _mm256_mul_ps(a, b); }
+  static R fma(R a, R b, R c) { return _mm256_fmadd_ps(a, b, c); }
+  static R min(R a, R b) { return _mm256_min_ps(a, b); }
+  static R max(R a, R b) { return _mm256_max_ps(a, b); }
+  static R round(R x) { return _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  // p 2^n, for an integral n in the range of float exponents.
+  static R scale(R p, R n) {
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
   }
-  // tanh(x) = 2 sigmoid(2x) - 1
-  // tanh(x) = 2 sigmoid(2x) - 1, which is exact to an ulp of 1, not of
-  // tanh(x): below |x| = 0.625 Cephes' odd polynomial takes over (~1 ulp).
-  static F8 tanh(F8 x) {
-    const __m256 one = _mm256_set1_ps(1.0f);
-    __m256 s = recip8(_mm256_add_ps(one, exp8(_mm256_mul_ps(_mm256_set1_ps(-2.0f), x.v))));
-    __m256 large = fma(_mm256_set1_ps(2.0f), s, _mm256_set1_ps(-1.0f));
-    __m256 z = _mm256_mul_ps(x.v, x.v);
-    __m256 p = _mm256_set1_ps(-5.70498872745e-3f);
-    p = fma(p, z, _mm256_set1_ps(2.06390887954e-2f));
-    p = fma(p, z, _mm256_set1_ps(-5.37397155531e-2f));
-    p = fma(p, z, _mm256_set1_ps(1.33314422036e-1f));
-    p = fma(p, z, _mm256_set1_ps(-3.33332819422e-1f));
-    __m256 small = fma(_mm256_mul_ps(p, z), x.v, x.v);
-    return {_mm256_blendv_ps(large, small, _mm256_cmp_ps(z, _mm256_set1_ps(0.390625f), _CMP_LT_OQ))};
+  static R reciprocal_estimate(R d) { return _mm256_rcp_ps(d); }  // 12 bits
+  // a < b ? if_less : otherwise, lane by lane.
+  static R select_less(R a, R b, R if_less, R otherwise) {
+    return _mm256_blendv_ps(otherwise, if_less, _mm256_cmp_ps(a, b, _CMP_LT_OQ));
   }
 };
 #endif
 
 #ifdef LSTM_AVX512
-// The same with 16 floats: exp16 as exp8 (scalef applies 2^n), and the 14-bit
-// reciprocal estimate with one Newton step.
-struct F16 {
-  __m512 v;
-};
-inline F16 operator+(F16 a, F16 b) { return {_mm512_add_ps(a.v, b.v)}; }
-inline F16 operator-(F16 a, F16 b) { return {_mm512_sub_ps(a.v, b.v)}; }
-inline F16 operator*(F16 a, F16 b) { return {_mm512_mul_ps(a.v, b.v)}; }
-
-inline __m512 exp16(__m512 x) {
-  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.3f)), _mm512_set1_ps(88.0f));
-  __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(-0.693359375f), x);
-  r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-  return _mm512_scalef_ps(p, n);
-}
-
-inline __m512 recip16(__m512 d) {
-  __m512 r = _mm512_rcp14_ps(d);
-  return _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.0f)));
-}
-
-template <>
-struct Ops<F16> {
-  static F16 load(const float* p) { return {_mm512_loadu_ps(p)}; }
-  static void store(float* p, F16 v) { _mm512_storeu_ps(p, v.v); }
-  static F16 set(double x) { return {_mm512_set1_ps(static_cast<float>(x))}; }
-  static F16 sigmoid(F16 x) {
-    return {recip16(_mm512_add_ps(_mm512_set1_ps(1.0f), exp16(_mm512_sub_ps(_mm512_setzero_ps(), x.v))))};
+struct Avx512 {
+  using R = __m512;
+  static R set(float x) { return _mm512_set1_ps(x); }
+  static R load(const float* p) { return _mm512_loadu_ps(p); }
+  static void store(float* p, R v) { _mm512_storeu_ps(p, v); }
+  static R add(R a, R b) { return _mm512_add_ps(a, b); }
+  static R sub(R a, R b) { return _mm512_sub_ps(a, b); }
+  static R mul(R a, R b) { return _mm512_mul_ps(a, b); }
+  static R fma(R a, R b, R c) { return _mm512_fmadd_ps(a, b, c); }
+  static R min(R a, R b) { return _mm512_min_ps(a, b); }
+  static R max(R a, R b) { return _mm512_max_ps(a, b); }
+  static R round(R x) { return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static R scale(R p, R n) { return _mm512_scalef_ps(p, n); }
+  static R reciprocal_estimate(R d) { return _mm512_rcp14_ps(d); }  // 14 bits
+  static R select_less(R a, R b, R if_less, R otherwise) {
+    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, b, _CMP_LT_OQ), otherwise, if_less);
   }
-  static F16 tanh(F16 x) {  // as F8's
-    __m512 s = recip16(_mm512_add_ps(_mm512_set1_ps(1.0f), exp16(_mm512_mul_ps(_mm512_set1_ps(-2.0f), x.v))));
-    __m512 large = _mm512_fmadd_ps(_mm512_set1_ps(2.0f), s, _mm512_set1_ps(-1.0f));
-    __m512 z = _mm512_mul_ps(x.v, x.v);
-    __m512 p = _mm512_set1_ps(-5.70498872745e-3f);
-    p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(2.06390887954e-2f));
-    p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(-5.37397155531e-2f));
-    p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(1.33314422036e-1f));
-    p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(-3.33332819422e-1f));
-    __m512 small = _mm512_fmadd_ps(_mm512_mul_ps(p, z), x.v, x.v);
-    return {_mm512_mask_blend_ps(_mm512_cmp_ps_mask(z, _mm512_set1_ps(0.390625f), _CMP_LT_OQ), large, small)};
+};
+#endif
+
+#ifdef LSTM_AVX2
+// A vector of floats of the width S, as the value type of forward_at and backward_at.
+template <typename S>
+struct Lanes {
+  typename S::R v;
+};
+template <typename S>
+inline Lanes<S> operator+(Lanes<S> a, Lanes<S> b) { return {S::add(a.v, b.v)}; }
+template <typename S>
+inline Lanes<S> operator-(Lanes<S> a, Lanes<S> b) { return {S::sub(a.v, b.v)}; }
+template <typename S>
+inline Lanes<S> operator*(Lanes<S> a, Lanes<S> b) { return {S::mul(a.v, b.v)}; }
+
+template <typename S>
+struct Ops<Lanes<S>> {
+  using R = typename S::R;
+  static Lanes<S> load(const float* p) { return {S::load(p)}; }
+  static void store(float* p, Lanes<S> v) { S::store(p, v.v); }
+  static Lanes<S> set(double x) { return {S::set(static_cast<float>(x))}; }
+
+  // exp(x) as 2^n e^r, |r| <= ln2 / 2, with Cephes' degree-6 polynomial for
+  // e^r (error ~1 ulp); x is clamped to the float range first.
+  static R exp(R x) {
+    x = S::min(S::max(x, S::set(-87.3f)), S::set(88.0f));
+    R n = S::round(S::mul(x, S::set(1.44269504088896341f)));
+    R r = S::fma(n, S::set(-0.693359375f), x);  // ln2 in two parts
+    r = S::fma(n, S::set(2.12194440e-4f), r);
+    R p = S::set(1.9875691500e-4f);
+    p = S::fma(p, r, S::set(1.3981999507e-3f));
+    p = S::fma(p, r, S::set(8.3334519073e-3f));
+    p = S::fma(p, r, S::set(4.1665795894e-2f));
+    p = S::fma(p, r, S::set(1.6666665459e-1f));
+    p = S::fma(p, r, S::set(5.0000001201e-1f));
+    p = S::fma(p, S::mul(r, r), S::add(r, S::set(1.0f)));
+    return S::scale(p, n);
+  }
+
+  // 1 / d for d in [1, 2e38] (exp clamps its argument, so 1 + exp is finite):
+  // the hardware estimate and one Newton step, r (2 - d r), which brings it
+  // to float precision (~1 ulp) without a division.
+  static R reciprocal(R d) {
+    R r = S::reciprocal_estimate(d);
+    return S::mul(r, S::fma(S::sub(S::set(0.0f), d), r, S::set(2.0f)));
+  }
+
+  static Lanes<S> sigmoid(Lanes<S> x) { return {reciprocal(S::add(S::set(1.0f), exp(S::sub(S::set(0.0f), x.v))))}; }
+
+  // tanh(x) = 2 sigmoid(2x) - 1, which is exact to an ulp of 1, not of
+  // tanh(x): below |x| = 0.625 Cephes' odd polynomial takes over (~1 ulp).
+  static Lanes<S> tanh(Lanes<S> x) {
+    R s = reciprocal(S::add(S::set(1.0f), exp(S::mul(S::set(-2.0f), x.v))));
+    R large = S::fma(S::set(2.0f), s, S::set(-1.0f));
+    R z = S::mul(x.v, x.v);
+    R p = S::set(-5.70498872745e-3f);
+    p = S::fma(p, z, S::set(2.06390887954e-2f));
+    p = S::fma(p, z, S::set(-5.37397155531e-2f));
+    p = S::fma(p, z, S::set(1.33314422036e-1f));
+    p = S::fma(p, z, S::set(-3.33332819422e-1f));
+    R small = S::fma(S::mul(p, z), x.v, x.v);
+    return {S::select_less(z, S::set(0.390625f), small, large)};
   }
 };
 #endif
@@ -195,11 +190,11 @@ void cell_forward(int64_t nu, const T* z, int64_t zs, const T* xw, int64_t H, T*
   int64_t j = 0;
 #ifdef LSTM_AVX512
   if constexpr (std::is_same_v<T, float>)
-    for (; j + 16 <= nu; j += 16) forward_at<F16>(j, zs, z, xw, H, c, m, gates, cs);
+    for (; j + 16 <= nu; j += 16) forward_at<Lanes<Avx512>>(j, zs, z, xw, H, c, m, gates, cs);
 #endif
 #ifdef LSTM_AVX2
   if constexpr (std::is_same_v<T, float>)
-    for (; j + 8 <= nu; j += 8) forward_at<F8>(j, zs, z, xw, H, c, m, gates, cs);
+    for (; j + 8 <= nu; j += 8) forward_at<Lanes<Avx2>>(j, zs, z, xw, H, c, m, gates, cs);
 #endif
   for (; j < nu; ++j) forward_at<T>(j, zs, z, xw, H, c, m, gates, cs);
 }
@@ -210,11 +205,11 @@ void cell_backward(int64_t nu, const T* gates, int64_t H, const T* c, const T* c
   int64_t j = 0;
 #ifdef LSTM_AVX512
   if constexpr (std::is_same_v<T, float>)
-    for (; j + 16 <= nu; j += 16) backward_at<F16>(j, gates, H, c, c_prev, dm_a, dm_b, dc, d_z);
+    for (; j + 16 <= nu; j += 16) backward_at<Lanes<Avx512>>(j, gates, H, c, c_prev, dm_a, dm_b, dc, d_z);
 #endif
 #ifdef LSTM_AVX2
   if constexpr (std::is_same_v<T, float>)
-    for (; j + 8 <= nu; j += 8) backward_at<F8>(j, gates, H, c, c_prev, dm_a, dm_b, dc, d_z);
+    for (; j + 8 <= nu; j += 8) backward_at<Lanes<Avx2>>(j, gates, H, c, c_prev, dm_a, dm_b, dc, d_z);
 #endif
   for (; j < nu; ++j) backward_at<T>(j, gates, H, c, c_prev, dm_a, dm_b, dc, d_z);
 }
