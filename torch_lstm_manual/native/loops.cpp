@@ -354,7 +354,7 @@ struct StepGrads {
 // into double (total), so that the sum over N rows keeps nn.LSTM's accuracy.
 constexpr int64_t kStepsPerSum = 8;
 struct WeightSums {
-  bool wanted;
+  bool wanted;  // only in the one-pass backward, and where the weights need gradients
   int64_t H, u0, nu, I, ld;
   Scratch step;
   std::vector<double> total;
@@ -451,7 +451,7 @@ void backward_tiled(const Steps& s, const float* d_y, const float* d_hn, const f
       }
     }
     sums.end_step();
-    if (fused && weights.wanted) {  // dW of this thread's gate rows: this step's d_z^T (x | h_prev)
+    if (weights.wanted) {  // dW of this thread's gate rows: this step's d_z^T (x | h_prev)
       const int64_t ran = std::min(b, prev_b);  // rows whose h_prev is the previous step's output
       for (int64_t q = 0; q < 4 && nu > 0; ++q) {
         const float* a = d_z + q * H + u0;
@@ -466,7 +466,7 @@ void backward_tiled(const Steps& s, const float* d_y, const float* d_hn, const f
   }
   if (fused) products_of(0, 0);
   sums.store(d_b);
-  if (fused && weights.wanted) weights.store(out.d_w_ih, out.d_w_hh);
+  if (weights.wanted) weights.store(out.d_w_ih, out.d_w_hh);
 }
 
 template <typename T>
@@ -689,6 +689,19 @@ Tensor final_outputs(const Steps& s, const Tensor& y) {
   return h_n;
 }
 
+// What a forward loop returns: y (N, P), and with `save` the gates (N, 4H,
+// a kept buffer) and cell states (N, H); c_n starts as c0 and is updated in
+// place. results() adds h_n.
+struct ForwardOutputs {
+  Tensor y, gates, cs, c_n;
+  ForwardOutputs(const Steps& s, int64_t H, int64_t P, const Tensor& c0, bool save, const at::TensorOptions& opt)
+      : y(at::empty({s.N, P}, opt)),
+        gates(save ? buffers().empty({s.N, 4 * H}, opt) : Tensor()),
+        cs(save ? at::empty({s.N, H}, opt) : Tensor()),
+        c_n(c0.contiguous().clone()) {}
+  std::vector<Tensor> results(const Steps& s) const { return {y, gates, cs, final_outputs(s, y), c_n}; }
+};
+
 std::vector<Tensor> forward(const Tensor& xw_, const Tensor& h0_, const Tensor& c0, const Tensor& w_hh_,
                             const c10::optional<Tensor>& w_hr_, const std::vector<int64_t>& batch_sizes,
                             bool reverse, bool save) {
@@ -703,17 +716,15 @@ std::vector<Tensor> forward(const Tensor& xw_, const Tensor& h0_, const Tensor& 
   check(w_hh_, "w_hh", 4 * H, P, xw_);
   Tensor xw = xw_.contiguous(), h0 = h0_.contiguous(), w_hh = w_hh_.contiguous();
   auto opt = xw.options();
-  Tensor y = at::empty({s.N, P}, opt), c_n = c0.contiguous().clone();
-  Tensor gates = save ? buffers().empty({s.N, 4 * H}, opt) : Tensor();
-  Tensor cs = save ? at::empty({s.N, H}, opt) : Tensor();
+  ForwardOutputs out(s, H, P, c0, save, opt);
   Tensor z = at::empty({s.B, 4 * H}, opt), w_perm = at::empty({4 * H, P}, opt);
   Tensor m = w_hr.defined() ? at::empty({s.B, H}, opt) : Tensor();
   AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "lstm_forward_loop", [&] {
     auto ptr = [](const Tensor& t) { return t.defined() ? t.data_ptr<scalar_t>() : nullptr; };
-    forward_impl<scalar_t>(s, ptr(xw), ptr(h0), ptr(w_hh), ptr(w_hr), H, P, ptr(y), ptr(gates), ptr(cs),
-                           ptr(c_n), ptr(z), ptr(m), ptr(w_perm));
+    forward_impl<scalar_t>(s, ptr(xw), ptr(h0), ptr(w_hh), ptr(w_hr), H, P, ptr(out.y), ptr(out.gates),
+                           ptr(out.cs), ptr(out.c_n), ptr(z), ptr(m), ptr(w_perm));
   });
-  return {y, gates, cs, final_outputs(s, y), c_n};
+  return out.results(s);
 }
 
 std::vector<Tensor> backward(const Tensor& d_y_, const Tensor& d_hn_, const Tensor& d_cn, const Tensor& gates_,
@@ -791,15 +802,13 @@ std::vector<Tensor> forward_input(const Tensor& x_, const Tensor& w_ih_, const c
   Tensor bias = has_bias ? bias_->contiguous() : at::zeros({G}, x_.options());
   Tensor x = x_.contiguous(), w_ih = w_ih_.contiguous(), h0 = h0_.contiguous(), w_hh = w_hh_.contiguous();
   auto opt = x.options();
-  Tensor y = at::empty({s.N, H}, opt), c_n = c0_.contiguous().clone();
-  Tensor gates = save ? buffers().empty({s.N, G}, opt) : Tensor();
-  Tensor cs = save ? at::empty({s.N, H}, opt) : Tensor();
+  ForwardOutputs out(s, H, H, c0_, save, opt);
   auto ptr = [](const Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; };
   const StepInput in{nullptr, ptr(x), I, ptr(w_ih), ptr(bias)};
   run_parallel(threads_for(s.B, H, H + I), [&](int tid, int nt, Team& team) {
-    forward_tiled(s, in, ptr(h0), ptr(w_hh), H, ptr(y), ptr(gates), ptr(cs), ptr(c_n), tid, nt, team);
+    forward_tiled(s, in, ptr(h0), ptr(w_hh), H, ptr(out.y), ptr(out.gates), ptr(out.cs), ptr(out.c_n), tid, nt, team);
   });
-  return {y, gates, cs, final_outputs(s, y), c_n};
+  return out.results(s);
 }
 
 // Whether backward_input runs the products of the backward pass inside the loop.
