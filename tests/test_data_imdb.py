@@ -1,12 +1,20 @@
 """IMDBDataModule on a tiny aclImdb archive served from 127.0.0.1: download, checksum,
 safe extraction, the on-disk cache, local copies, and every error."""
 
+import contextlib
 import hashlib
 import io
+import os
 import re
+import signal
 import socket
+import subprocess
+import sys
 import tarfile
 import threading
+import time
+import uuid
+import warnings
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -15,8 +23,15 @@ import pytest
 import torch
 
 from torch_lstm_manual.data import IMDBDataModule
+from torch_lstm_manual.cli import main
+from torch_lstm_manual.data import archive as archive_module
 from torch_lstm_manual.data import imdb as imdb_module
-from torch_lstm_manual.data.archive import ChecksumError, CorruptArchiveError, DownloadError, UnsafeArchiveError
+from torch_lstm_manual.data.archive import (
+    ChecksumError, CorruptArchiveError, DownloadError, UnsafeArchiveError, download,
+)
+from torch_lstm_manual.data.text import load_tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
 
 REVIEWS = {
     ("train", "pos"): ["A great film.<br /><br />Loved it\u0085 truly", "Superb acting\u0096really superb\u0097yes",
@@ -89,6 +104,55 @@ def serve(tmp_path):
     server = Server(folder)
     yield folder, server
     server.close()
+
+
+class StallingServer:
+    """Accepts connections on 127.0.0.1, reads each request, sends ``reply`` (possibly nothing)
+    and then neither sends more nor closes, until ``close`` (at the latest after ``hold`` seconds)."""
+
+    def __init__(self, reply=b"", hold=30.0):
+        self.reply, self.hold = reply, hold
+        self.requested, self.stop = threading.Event(), threading.Event()
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        connections = []  # (connection, when to close it)
+        self.sock.settimeout(0.05)
+        while not self.stop.is_set():
+            try:
+                connection, _ = self.sock.accept()
+            except OSError:
+                connection = None
+            if connection is not None:
+                connection.settimeout(5)
+                with contextlib.suppress(OSError):
+                    connection.recv(65536)  # the request
+                    self.requested.set()
+                    connection.sendall(self.reply)
+                connections.append((connection, time.monotonic() + self.hold))
+            for connection, until in connections:
+                if time.monotonic() > until:
+                    connection.close()
+        for connection, _ in connections:
+            connection.close()
+
+    def url(self, name=ARCHIVE):
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}/{name}"
+
+    def close(self):
+        self.stop.set()
+        self.thread.join()
+        self.sock.close()
+
+
+@pytest.fixture
+def stalling():
+    servers = []
+    yield lambda **kwargs: servers.append(StallingServer(**kwargs)) or servers[-1]
+    for server in servers:
+        server.close()
 
 
 @pytest.fixture
@@ -167,18 +231,73 @@ def test_download_checksum_extract_and_cache(tmp_path, archive, serve, monkeypat
     assert leftovers(cache) == []
 
 
-def test_a_broken_cached_download_is_replaced(tmp_path, archive, serve):
+@pytest.mark.parametrize("content", ["another valid archive", "broken bytes"])
+def test_a_foreign_file_in_the_cache_is_reported_not_removed(tmp_path, archive, serve, content):
     folder, server = serve
     (folder / ARCHIVE).write_bytes(archive.read_bytes())
-    (tmp_path / "cache").mkdir()
-    (tmp_path / "cache" / ARCHIVE).write_bytes(b"an old, broken download")
-    data = module(tmp_path / "cache", url=server.url(), sha256=sha256(archive))
-    with pytest.warns(UserWarning, match="wrong SHA-256"):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    if content == "broken bytes":
+        (cache / ARCHIVE).write_bytes(b"not an archive")
+    else:  # the tiny tree with one more review: a usable archive, with another checksum
+        make_tree(tmp_path / "other")
+        (tmp_path / "other" / "aclImdb" / "train" / "pos" / "9_9.txt").write_text("one more", encoding="utf-8")
+        with tarfile.open(cache / ARCHIVE, "w:gz") as tar:
+            tar.add(tmp_path / "other" / "aclImdb", arcname="aclImdb")
+    placed = (cache / ARCHIVE).read_bytes()
+    expected, actual = sha256(archive), sha256(cache / ARCHIVE)
+    with pytest.raises(ChecksumError) as info:
+        module(cache, url=server.url(), sha256=expected).prepare_data()
+    message = str(info.value)
+    assert str(cache / ARCHIVE) in message and actual in message and expected in message
+    assert "left as it is" in message and f"--data.sha256 {actual}" in message and "--data.sha256 null" in message
+    assert "missing" not in message
+    assert (info.value.path, info.value.expected, info.value.actual) == (cache / ARCHIVE, expected, actual)
+    assert (cache / ARCHIVE).read_bytes() == placed  # never deleted, never replaced
+    assert server.requests == []
+    if content == "another valid archive":  # the user's way out: its own checksum
+        data = module(cache, url=server.url(), sha256=actual)
         data.prepare_data()
-    assert server.requests == [f"/{ARCHIVE}"]
-    assert (tmp_path / "cache" / ARCHIVE).read_bytes() == archive.read_bytes()
-    with pytest.raises(ValueError, match="sha256 must be 64 hexadecimal characters"):
-        module(tmp_path, sha256="abc")
+        data.setup("fit")
+        assert len(data.train_set) + len(data.val_set) == 9
+        assert server.requests == []
+
+
+def test_sha256_argument_is_checked(tmp_path, capsys):
+    for wrong in ("abc", "g" * 64, "a" * 65, 123):
+        with pytest.raises(ValueError, match=rf"sha256 must be .*64 hexadecimal characters.*got {re.escape(repr(wrong))}"):
+            module(tmp_path, sha256=wrong)
+    data = module(tmp_path, sha256="AB" * 32)
+    assert data.sha256 == data.hparams.sha256 == "ab" * 32 and type(data.hparams.sha256) is str
+    assert module(tmp_path, sha256=None).sha256 is None
+    with pytest.raises(SystemExit) as exit_info:  # the command line names the argument, no traceback
+        main(["fit", "--data", "IMDBDataModule", "--data.sha256", "xyz", "--data.cache_dir", str(tmp_path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert 'Parser key "sha256"' in err and "sha256 must be the archive's SHA-256, 64 hexadecimal characters" in err
+    assert "got 'xyz'" in err and "Traceback" not in err
+
+
+def test_a_corrupt_cached_tokenizer_is_named_and_rebuilt(tmp_path, archive):
+    cache = tmp_path / "cache"
+    first = module(cache, archive=str(archive), sha256=None)
+    first.prepare_data()
+    first.setup("fit")
+    (saved,) = (cache / "encoded").glob("*/tokenizer.json")
+    good = saved.read_text(encoding="utf-8")
+    for broken in ('{"version": "1.0", "trunc', "\u00ff\u00fe not json"):
+        saved.write_text(broken, encoding="utf-8")
+        again = module(cache, archive=str(archive), sha256=None)
+        with pytest.warns(UserWarning, match=rf"unreadable cache file {re.escape(str(saved))} \(.*\); it will be rebuilt"):
+            again.setup("fit")
+        assert saved.read_text(encoding="utf-8") == good  # rebuilt the same, in place
+        assert load_tokenizer(saved).get_vocab() == first.encoder.tokenizer.get_vocab()
+        for name in ("train_set", "val_set"):
+            assert torch.equal(getattr(first, name).ids, getattr(again, name).ids)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        module(cache, archive=str(archive), sha256=None).setup("fit")  # the rebuilt cache is used quietly
+    assert leftovers(cache) == []
 
 
 def test_changed_settings_are_encoded_again(tmp_path, archive, monkeypatch):
@@ -246,6 +365,94 @@ def test_truncated_download_fails_the_checksum_and_is_removed(tmp_path, archive,
     with pytest.raises(ChecksumError, match="truncated or corrupt.*removed"):
         module(cache, url=server.url(), sha256=sha256(archive)).prepare_data()
     assert list(cache.iterdir()) == []
+
+
+def test_a_server_that_never_answers_times_out(tmp_path, stalling):
+    cache = tmp_path / "cache"
+    silent = stalling()  # accepts the connection, reads the request, never answers
+    with pytest.raises(DownloadError) as info:
+        module(cache, url=silent.url(), download_timeout=0.5).prepare_data()
+    message = str(info.value)
+    assert f"could not download {silent.url()}: the server sent no data for 0.5 s" in message
+    assert silent.requested.is_set() and leftovers(cache) == []
+    slow = stalling(reply=b"HTTP/1.0 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 1000)  # stops mid-file
+    with pytest.raises(DownloadError, match="the server sent no data for 0.5 s"):
+        module(tmp_path / "cache2", url=slow.url(), download_timeout=0.5).prepare_data()
+    assert leftovers(tmp_path / "cache2") == []
+    for wrong in (0, -1.0, float("inf"), float("nan"), "60", True):
+        with pytest.raises(ValueError, match=rf"download_timeout must be a positive number of seconds, got"):
+            module(cache, download_timeout=wrong)
+
+
+STALLED_REPLY = b"HTTP/1.0 200 OK\r\nContent-Length: 10000000\r\n\r\n" + b"x" * 1000
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="POSIX signals")
+def test_sigterm_during_a_download_removes_the_partial_file(tmp_path, stalling):
+    server = stalling(reply=STALLED_REPLY)
+    script = "import sys; from torch_lstm_manual.data.archive import download; download(sys.argv[1], sys.argv[2], None)"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    process = subprocess.Popen([sys.executable, "-c", script, server.url(), str(tmp_path / "dl" / ARCHIVE)], env=env)
+    try:
+        assert server.requested.wait(120), "the download never started"
+        assert [p.suffix for p in (tmp_path / "dl").iterdir()] != []  # the partial files exist now
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == -signal.SIGTERM  # SIGTERM still ends the process, as SIGTERM does
+    finally:
+        process.kill()
+    assert list((tmp_path / "dl").iterdir()) == []
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="POSIX signals")
+def test_sigterm_during_a_download_reaches_the_previous_handler(tmp_path, stalling):
+    server = stalling(reply=STALLED_REPLY)
+    received = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+    threading.Thread(target=lambda: server.requested.wait(60) and os.kill(os.getpid(), signal.SIGTERM)).start()
+    try:
+        with pytest.raises(DownloadError, match=r"was stopped by SIGTERM; its partial file was removed"):
+            download(server.url(), tmp_path / "dl" / ARCHIVE, None)
+        assert received == [signal.SIGTERM]
+    finally:
+        handler = signal.signal(signal.SIGTERM, previous)
+    assert handler.__name__ == "<lambda>"  # restored after the download
+    assert list((tmp_path / "dl").iterdir()) == []
+
+
+def test_stale_partial_files_are_removed_by_the_next_run(tmp_path, archive, serve):
+    folder, server = serve
+    (folder / ARCHIVE).write_bytes(archive.read_bytes())
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    finished = subprocess.Popen([sys.executable, "-c", ""])
+    finished.wait()  # a run that has ended: its pid runs no more
+    host, dead, alive = archive_module._HOST, finished.pid, os.getpid()
+
+    def partial(name, age=0.0):
+        path = cache / name
+        path.write_bytes(b"partial")
+        stamp = path.stat().st_mtime - age
+        os.utime(path, (stamp, stamp))
+        return name
+
+    stale = {
+        partial(f".{ARCHIVE}.{host}.{dead}.k2j4_x9a.part"),  # a killed run's own temporary file
+        partial(f".{ARCHIVE}.{host}.{dead}.k2j4_x9a.part.{uuid.uuid4().hex}.partial"),  # torch.hub's inside it
+        partial(f".{ARCHIVE}.otherhost.{alive}.abcdefgh.part.{uuid.uuid4().hex}.partial", age=7200),  # abandoned
+        partial(f".{ARCHIVE}.q8w7e6r5.part", age=7200),  # an old version's, untouched for two hours
+    }
+    kept = {
+        partial(f".{ARCHIVE}.{host}.{alive}.abcdefgh.part.{uuid.uuid4().hex}.partial"),  # a download running here
+        partial(f".{ARCHIVE}.otherhost.{dead}.abcdefgh.part.{uuid.uuid4().hex}.partial"),  # ... or elsewhere
+        partial(f".{ARCHIVE}.z1x2c3v4.part"),  # an old version's, written just now
+        partial(f"{ARCHIVE}.part", age=7200),  # the user's own files
+        partial(f".{ARCHIVE}.notes.txt", age=7200),
+        partial(f".other.tar.gz.{host}.{dead}.abcdefgh.part", age=7200),
+        partial("mine.partial", age=7200),
+    }
+    module(cache, url=server.url(), sha256=sha256(archive)).prepare_data()
+    assert {p.name for p in cache.iterdir() if p.is_file()} == kept | {ARCHIVE}
+    assert not any((cache / name).exists() for name in stale)
 
 
 def test_truncated_archive_without_checksum(tmp_path, archive, serve):

@@ -13,6 +13,7 @@ skips reading and tokenizing. Layout of the cache folder::
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import warnings
@@ -20,18 +21,40 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
-from tokenizers import Tokenizer
+from jsonargparse.typing import register_type
 
-from .archive import ChecksumError, CorruptArchiveError, DownloadError, check_sha256, download, extract
+from .archive import (
+    DOWNLOAD_TIMEOUT, ChecksumError, CorruptArchiveError, DownloadError, check_sha256, download, extract,
+    remove_stale_downloads,
+)
 from .base import TextDataModule, check_fraction, check_int, split_indices
 from .batching import EncodedDataset
 from .storage import atomic_torch_save, atomic_write_text, settings_key
-from .text import TOKENIZER_FILE, TextEncoder, read_text_file, train_tokenizer
+from .text import TOKENIZER_FILE, TextEncoder, load_tokenizer, read_text_file, train_tokenizer
 
 IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 IMDB_SHA256 = "c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe"
 CLASS_NAMES = ["neg", "pos"]  # folder names; class index = position
 CACHE_VERSION = 1  # bump when the cleaning or the cache format changes
+
+
+class Sha256(str):
+    """A SHA-256 digest: 64 hexadecimal characters, kept in lowercase.
+
+    The type of ``IMDBDataModule``'s ``sha256``: the command line checks a value while
+    parsing it and reports a wrong one under ``data.sha256`` with this message.
+    """
+
+    def __new__(cls, value: object) -> "Sha256":
+        if not isinstance(value, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", value):
+            raise ValueError(
+                f"sha256 must be the archive's SHA-256, 64 hexadecimal characters, or None to skip the check "
+                f"(null on the command line), got {value!r}"
+            )
+        return super().__new__(cls, value.lower())
+
+
+register_type(Sha256, serializer=str, deserializer=Sha256)
 
 
 def read_split(root: Path, split: str) -> tuple[list[str], list[int]]:
@@ -78,8 +101,10 @@ class IMDBDataModule(TextDataModule):
         archive: a local ``aclImdb_v1.tar.gz``; extracted into ``cache_dir``.
         cache_dir: where the download, its extraction and the encoded tensors are kept.
         url: where to download the archive from.
-        sha256: the archive's expected SHA-256; None skips the check (for a copy you trust
-            whose checksum differs).
+        sha256: the archive's expected SHA-256 (64 hexadecimal characters); None skips the
+            check (for a copy you trust whose checksum differs).
+        download_timeout: seconds without any data from ``url`` after which the download
+            fails (a server that accepts and never answers would otherwise hang the run).
         vocab_size: the most tokens in the vocabulary, ``[PAD]`` and ``[UNK]`` included
             (the model's embedding size).
         min_frequency: words seen fewer times in the training split become ``[UNK]``.
@@ -96,7 +121,8 @@ class IMDBDataModule(TextDataModule):
         archive: str | None = None,
         cache_dir: str = "~/.cache/torch_lstm_manual",
         url: str = IMDB_URL,
-        sha256: str | None = IMDB_SHA256,
+        sha256: Sha256 | None = IMDB_SHA256,
+        download_timeout: float = DOWNLOAD_TIMEOUT,
         vocab_size: int = 20000,
         min_frequency: int = 2,
         max_length: int = 400,
@@ -105,15 +131,20 @@ class IMDBDataModule(TextDataModule):
         batch_size: int = 64,
         num_workers: int = 2,
     ) -> None:
+        sha256 = None if sha256 is None else str(Sha256(sha256))  # a plain str in the saved hyperparameters
+        if (
+            isinstance(download_timeout, bool) or not isinstance(download_timeout, (int, float))
+            or not 0 < download_timeout < math.inf
+        ):
+            raise ValueError(f"download_timeout must be a positive number of seconds, got {download_timeout!r}")
         super().__init__(batch_size=batch_size, max_length=max_length, num_workers=num_workers, seed=seed)
         self.save_hyperparameters()
         self.data_dir = None if data_dir is None else Path(data_dir).expanduser()
         self.archive = None if archive is None else Path(archive).expanduser()
         self.cache_dir = Path(cache_dir).expanduser()
         self.url = url
-        if sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
-            raise ValueError(f"sha256 must be 64 hexadecimal characters, or None to skip the check, got {sha256!r}")
         self.sha256 = sha256
+        self.download_timeout = float(download_timeout)
         self._vocab_size = check_int("vocab_size", vocab_size, 3)
         self.min_frequency = check_int("min_frequency", min_frequency, 1)
         self.val_fraction = check_fraction("val_fraction", val_fraction)
@@ -174,10 +205,18 @@ class IMDBDataModule(TextDataModule):
         if cached.is_file():
             try:
                 self._digest(cached)
-                return cached
-            except ChecksumError:
-                warnings.warn(f"{cached} has the wrong SHA-256 (an old or broken download): removing it", stacklevel=3)
-                cached.unlink()
+            except ChecksumError as exc:
+                # Downloads take this name only once their checksum matched: the file was put
+                # here by hand (or downloaded with sha256=None), so it is reported, not removed.
+                raise ChecksumError(
+                    f"{cached} is in the cache folder but its SHA-256 is {exc.actual}, not the expected "
+                    f"{exc.expected} (sha256): it is not the archive from {self.url}, and it was left as it is. "
+                    f"Remove it to download the archive again, or, for a copy you trust, pass its checksum "
+                    f"(sha256={exc.actual!r}, --data.sha256 {exc.actual}) or skip the check (sha256=None, "
+                    f"--data.sha256 null)",
+                    path=cached, expected=exc.expected, actual=exc.actual,
+                ) from None
+            return cached
         return None
 
     def _extracted(self, archive: Path) -> Path:
@@ -197,18 +236,20 @@ class IMDBDataModule(TextDataModule):
         if self.data_dir is not None:
             self._data_dir_root()
             return
-        archive = self._local_archive()
+        remove_stale_downloads(self._cached_archive())  # left by a killed run
+        archive, downloaded = self._local_archive(), False
         if archive is None:
             try:
-                archive = download(self.url, self._cached_archive(), self.sha256)
+                archive = download(self.url, self._cached_archive(), self.sha256, timeout=self.download_timeout)
             except DownloadError as exc:
                 raise self._download_error(exc) from exc
+            downloaded = True
         if (self._extracted(archive) / "aclImdb").is_dir():
             return
         try:
             extract(archive, self._extracted(archive), expect="aclImdb/train")
         except CorruptArchiveError as exc:
-            if archive != self._cached_archive():  # the user's own file: never deleted
+            if not downloaded:  # a file that was here before (the user's own): never deleted
                 raise
             archive.unlink()
             raise CorruptArchiveError(
@@ -244,11 +285,20 @@ class IMDBDataModule(TextDataModule):
             warnings.warn(f"ignoring the unreadable cache file {path} ({exc}); it will be rebuilt", stacklevel=3)
             return None
 
+    @staticmethod
+    def _load_encoder(path: Path) -> TextEncoder | None:
+        if not path.is_file():
+            return None
+        try:
+            return TextEncoder(load_tokenizer(path), CLASS_NAMES)
+        except ValueError as exc:  # a broken tokenizer is rebuilt, never trusted
+            warnings.warn(f"ignoring the unreadable cache file {path} ({exc}); it will be rebuilt", stacklevel=3)
+            return None
+
     def _setup_fit(self, root: Path, cache: Path) -> None:
         stored = self._load(cache / "fit.pt")
-        if stored is not None and (cache / TOKENIZER_FILE).is_file():
-            self.encoder = TextEncoder(Tokenizer.from_file(str(cache / TOKENIZER_FILE)), CLASS_NAMES)
-        else:
+        self.encoder = None if stored is None else self._load_encoder(cache / TOKENIZER_FILE)
+        if self.encoder is None:  # fit.pt holds the ids of this tokenizer: both are built again
             texts, labels = read_split(root, "train")
             train, val = split_indices(labels, self.val_fraction, self.seed)
             tokenizer = train_tokenizer(

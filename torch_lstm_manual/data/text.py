@@ -12,7 +12,8 @@ The same three steps run at training and at prediction time:
    empty result becomes the single token ``[UNK]`` so every length is >= 1.
 
 ``save_artifacts`` writes ``tokenizer.json`` and ``labels.json``;
-``load_encoder`` reads them back into a ``TextEncoder``.
+``load_encoder`` reads them back into a ``TextEncoder`` (``load_tokenizer`` reads
+one ``tokenizer.json``, naming the file when it is broken).
 """
 
 from __future__ import annotations
@@ -180,6 +181,19 @@ def save_artifacts(directory: str | os.PathLike, encoder: TextEncoder) -> None:
     atomic_write_text(directory / LABELS_FILE, json.dumps(labels, indent=2, ensure_ascii=False) + "\n")
 
 
+def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
+    """Reads a ``tokenizer.json`` written by ``save_artifacts`` or a data module's cache.
+
+    Raises:
+        ValueError: the file is not a valid tokenizers JSON file (truncated, edited or not
+            UTF-8); the message names the file and the cause.
+    """
+    try:
+        return Tokenizer.from_str(read_text_file(path))
+    except Exception as exc:  # the tokenizers parser's own message names no file
+        raise ValueError(f"{path} is not a valid tokenizers JSON file ({exc})") from exc
+
+
 def load_encoder(directory: str | os.PathLike) -> TextEncoder:
     """Reads the ``tokenizer.json`` and ``labels.json`` that ``save_artifacts`` wrote.
 
@@ -202,11 +216,9 @@ def load_encoder(directory: str | os.PathLike) -> TextEncoder:
             f"(the data module's save_artifacts writes {TOKENIZER_FILE} there)"
         )
     try:
-        tokenizer = Tokenizer.from_str(read_text_file(tokenizer_path))
-    except Exception as exc:
-        raise ValueError(
-            f"{tokenizer_path} is not a valid tokenizers JSON file ({exc}); retrain or restore it"
-        ) from exc
+        tokenizer = load_tokenizer(tokenizer_path)
+    except ValueError as exc:
+        raise ValueError(f"{exc}; retrain or restore it") from exc.__cause__
     class_names = None
     labels_path = directory / LABELS_FILE
     if labels_path.is_file():
