@@ -284,13 +284,14 @@ def test_a_corrupt_cached_tokenizer_is_named_and_rebuilt(tmp_path, archive):
     first.prepare_data()
     first.setup("fit")
     (saved,) = (cache / "encoded").glob("*/tokenizer.json")
-    good = saved.read_text(encoding="utf-8")
-    for broken in ('{"version": "1.0", "trunc', "\u00ff\u00fe not json"):
-        saved.write_text(broken, encoding="utf-8")
+    good = saved.read_bytes()
+    for broken, cause in ((b'{"version": "1.0", "trunc', "EOF while parsing"), (b"\xff\xfe{}", "not valid UTF-8")):
+        saved.write_bytes(broken)
         again = module(cache, archive=str(archive), sha256=None)
-        with pytest.warns(UserWarning, match=rf"unreadable cache file {re.escape(str(saved))} \(.*\); it will be rebuilt"):
+        with pytest.warns(UserWarning, match=rf"unreadable cache file {re.escape(str(saved))} \(.*{cause}.*\); "
+                                             rf"it will be rebuilt"):
             again.setup("fit")
-        assert saved.read_text(encoding="utf-8") == good  # rebuilt the same, in place
+        assert saved.read_bytes() == good  # rebuilt the same, in place
         assert load_tokenizer(saved).get_vocab() == first.encoder.tokenizer.get_vocab()
         for name in ("train_set", "val_set"):
             assert torch.equal(getattr(first, name).ids, getattr(again, name).ids)

@@ -292,7 +292,8 @@ class IMDBDataModule(TextDataModule):
         try:
             return TextEncoder(load_tokenizer(path), CLASS_NAMES)
         except ValueError as exc:  # a broken tokenizer is rebuilt, never trusted
-            warnings.warn(f"ignoring the unreadable cache file {path} ({exc}); it will be rebuilt", stacklevel=3)
+            cause = exc.__cause__ or exc  # load_tokenizer's message names the file again
+            warnings.warn(f"ignoring the unreadable cache file {path} ({cause}); it will be rebuilt", stacklevel=3)
             return None
 
     def _setup_fit(self, root: Path, cache: Path) -> None:
