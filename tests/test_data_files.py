@@ -2,10 +2,12 @@
 
 import csv
 import json
+import re
 
 import pytest
 import torch
 
+from torch_lstm_manual.cli import main
 from torch_lstm_manual.data import TextFilesDataModule, load_encoder
 
 ROWS = [
@@ -29,6 +31,12 @@ def write_delimited(path, rows, delimiter=",", header=("text", "label")):
         writer = csv.writer(handle, delimiter=delimiter)
         writer.writerow(header)
         writer.writerows(rows)
+    return str(path)
+
+
+def write_tsv(path, lines):
+    """TSV as it is written by hand or by a spreadsheet: no quoting, one line per row."""
+    path.write_text("".join("\t".join(fields) + "\n" for fields in [("text", "label"), *lines]), encoding="utf-8")
     return str(path)
 
 
@@ -66,7 +74,8 @@ def test_each_format_with_separate_val(tmp_path, kind):
     if kind == "csv":
         train, val = (write_delimited(tmp_path / f"{n}.csv", rows) for n, rows in SPLIT_ROWS)
     elif kind == "tsv":
-        train, val = (write_delimited(tmp_path / f"{n}.tsv", rows, "\t") for n, rows in SPLIT_ROWS)
+        one_line = [[(text.replace("\n", " "), label) for text, label in rows] for _, rows in SPLIT_ROWS]
+        train, val = (write_tsv(tmp_path / f"{n}.tsv", rows) for (n, _), rows in zip(SPLIT_ROWS, one_line))
     elif kind == "jsonl":
         train, val = (write_jsonl(tmp_path / f"{n}.jsonl", rows) for n, rows in SPLIT_ROWS)
     else:
@@ -210,3 +219,106 @@ def test_folder_and_format_errors(tmp_path):
     single = write_delimited(tmp_path / "one.csv", [("a", "pos"), ("b", "pos")])
     with pytest.raises(ValueError, match="at least 2 classes"):
         TextFilesDataModule(train=single).num_classes
+
+
+def test_tsv_has_no_quoting(tmp_path):
+    lines = [('"Great" said nobody', "neg"), ("fine film", "pos"), ('a "quoted" word', "pos"), ("bad", "neg")]
+    data = TextFilesDataModule(train=write_tsv(tmp_path / "train.tsv", lines), val=write_tsv(tmp_path / "v.tsv", lines))
+    examples = data._read("train")
+    assert examples.texts == [text for text, _ in lines] and examples.labels == [label for _, label in lines]
+    data.setup("fit")
+    assert len(data.train_set) == 4 and data.train_set.labels.tolist() == [0, 1, 1, 0]
+
+
+def test_a_tab_inside_a_tsv_field_is_an_error(tmp_path):
+    path = write_tsv(tmp_path / "train.tsv", [("fine", "pos"), ("a\ttab", "neg"), ("bad", "neg")])
+    with pytest.raises(ValueError, match=r"train\.tsv line 3: expected 2 fields like the header, got 3 "
+                                         r"\(TSV has no quoting"):
+        TextFilesDataModule(train=path).setup("fit")
+
+
+def test_csv_field_longer_than_the_csv_module_limit(tmp_path):
+    long_text = "word " * 40_000  # 200,000 characters: over csv's default limit of 131,072
+    limit = csv.field_size_limit()
+    train = write_delimited(tmp_path / "train.csv", [(long_text, "pos"), *ROWS])
+    data = TextFilesDataModule(train=train, val=train)
+    data.setup("fit")
+    assert data._read("train").texts[0] == long_text
+    assert csv.field_size_limit() == limit  # the process-wide setting is left as it was
+
+
+def test_unclosed_csv_quote_is_named(tmp_path):
+    (tmp_path / "train.csv").write_text('text,label\n"fine,pos\nbad,neg\nok,pos\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"expected 2 fields like the header, got 1 \(a '\"' that opens a quoted"):
+        TextFilesDataModule(train=str(tmp_path / "train.csv")).setup("fit")
+
+
+@pytest.mark.parametrize("labels, first, second", [
+    (["1", "0", "1.0", "0"], "'1' (", "'1.0' ("),
+    (["pos", "neg", "Pos", "neg"], "'pos' (", "'Pos' ("),
+])
+def test_two_spellings_of_one_label_are_an_error(tmp_path, labels, first, second):
+    train = write_delimited(tmp_path / "train.csv", [(f"text {i}", label) for i, label in enumerate(labels)])
+    with pytest.raises(ValueError, match=rf"train file .*train\.csv spells one label in 2 ways: "
+                                         rf"{re.escape(first)}.*line 2\) and {re.escape(second)}.*line 4\)"):
+        TextFilesDataModule(train=train).num_classes
+    named = TextFilesDataModule(train=train, labels=sorted(set(labels)))  # on purpose: separate classes
+    assert named.num_classes == 3
+
+
+def test_numeric_json_labels_spelled_two_ways(tmp_path):
+    path = tmp_path / "train.jsonl"
+    path.write_text("\n".join(json.dumps({"text": f"t {i}", "label": label}) for i, label in enumerate([1, 0, 1.0])))
+    with pytest.raises(ValueError, match=r"spells one label in 2 ways: '1' .* and '1\.0'"):
+        TextFilesDataModule(train=str(path)).class_names
+
+
+def test_a_bad_test_file_fails_before_training(tmp_path):
+    train = write_delimited(tmp_path / "train.csv", ROWS)
+    unseen = write_delimited(tmp_path / "unseen.csv", [("fine", "pos"), ("meh", "neutral")])
+    data = TextFilesDataModule(train=train, test=unseen)
+    with pytest.raises(ValueError, match=r"unseen\.csv line 3: unknown label 'neutral'.*\['neg', 'pos'\]"):
+        data.setup("fit")
+    respelled = write_delimited(tmp_path / "respelled.csv", [("fine", "pos"), ("awful", "Neg")])
+    with pytest.raises(ValueError, match=r"respelled\.csv line 3: unknown label 'Neg'.*another spelling of 'neg'"):
+        TextFilesDataModule(train=train, test=respelled).setup("fit")
+    broken = tmp_path / "broken.tsv"
+    broken.write_text("text\tlabel\nfine\tpos\ttoo many\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"broken\.tsv line 2: expected 2 fields"):
+        TextFilesDataModule(train=train, test=str(broken)).setup("fit")
+
+
+def test_has_test_data(tmp_path):
+    train = write_delimited(tmp_path / "train.csv", ROWS)
+    assert not TextFilesDataModule(train=train).has_test_data
+    assert TextFilesDataModule(train=train, test=train).has_test_data
+
+
+def test_a_huge_word_stays_out_of_the_vocabulary(tmp_path):
+    huge = "x" * 5000
+    rows = [(f"{huge} good", "pos"), (f"{huge} bad", "neg")] * 3
+    train = write_delimited(tmp_path / "train.csv", rows)
+    data = TextFilesDataModule(train=train, val=train)
+    data.setup("fit")
+    vocab = data.encoder.tokenizer.get_vocab()
+    assert huge not in vocab and max(len(token) for token in vocab) <= 100
+    assert data.encoder.encode_ids([huge])[0] == [data.encoder.tokenizer.token_to_id("[UNK]")]
+    data.save_artifacts(tmp_path / "ckpt")
+    assert huge not in (tmp_path / "ckpt" / "tokenizer.json").read_text(encoding="utf-8")
+    raised = TextFilesDataModule(train=train, val=train, max_token_length=5000)
+    raised.setup("fit")
+    assert huge in raised.encoder.tokenizer.get_vocab()
+    with pytest.raises(ValueError, match="max_token_length must be at least 1, got 0"):
+        TextFilesDataModule(train=train, max_token_length=0)
+
+
+def test_train_without_test_data_skips_the_test_stage(tmp_path, capsys):
+    train = write_delimited(tmp_path / "train.csv", ROWS * 4)
+    cli = main([
+        "--data", "TextFilesDataModule", "--data.train", train, "--data.batch_size", "8",
+        "--model.embedding_dim", "8", "--model.hidden_size", "8", "--trainer.max_epochs", "1",
+        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+        "--trainer.default_root_dir", str(tmp_path / "runs"),
+    ])
+    assert cli.trainer.current_epoch == 1  # it trained
+    assert "No test data (TextFilesDataModule was given none): skipping the test stage" in capsys.readouterr().out

@@ -504,9 +504,9 @@ def test_unsafe_members_are_refused_before_extraction(tmp_path, member, problem)
 
 def test_not_the_imdb_archive(tmp_path):
     path = make_archive(tmp_path / "other.tar.gz", [_file("something/else.txt")])
-    with pytest.raises(CorruptArchiveError, match="holds no 'aclImdb/train'"):
+    with pytest.raises(CorruptArchiveError, match="holds no files under 'aclImdb/train/neg'"):
         module(tmp_path / "cache", archive=str(path), sha256=None).prepare_data()
-    assert list((tmp_path / "cache").iterdir()) == []
+    assert not (tmp_path / "cache").exists() or list((tmp_path / "cache").iterdir()) == []
 
 
 def test_empty_split_folder_and_non_utf8_review(tmp_path):
@@ -514,9 +514,9 @@ def test_empty_split_folder_and_non_utf8_review(tmp_path):
     for review in (root / "test" / "neg").iterdir():
         review.unlink()
     data = module(tmp_path / "cache", data_dir=str(root))
-    data.setup("fit")
-    with pytest.raises(ValueError, match=r"test/neg holds no \.txt reviews"):
-        data.setup("test")
+    with pytest.raises(ValueError, match=r"test/neg holds no \.txt reviews.*Pass data_dir= a complete aclImdb"):
+        data.setup("fit")  # before training, not in the test stage after it
+    (root / "test" / "neg" / "0_2.txt").write_text("dull", encoding="utf-8")
     (root / "train" / "pos" / "9_9.txt").write_bytes("caf\u00e9".encode("latin-1"))
     with pytest.raises(UnicodeDecodeError, match=r"9_9\.txt: the file is not valid UTF-8"):
         module(tmp_path / "cache", data_dir=str(root)).setup("fit")  # a changed folder is read again
@@ -525,3 +525,36 @@ def test_empty_split_folder_and_non_utf8_review(tmp_path):
 def test_setup_before_prepare_data(tmp_path, closed_url):
     with pytest.raises(RuntimeError, match=r"call prepare_data\(\) before setup\(\)"):
         module(tmp_path / "cache", url=closed_url).setup("fit")
+
+
+def test_an_archive_without_test_fails_in_prepare_data(tmp_path):
+    members = [_file(f"aclImdb/train/{name}/0_{score}.txt", b"a review") for name, score in (("neg", 2), ("pos", 9))]
+    path = make_archive(tmp_path / "train_only.tar.gz", members)
+    with pytest.raises(CorruptArchiveError, match=r"holds no files under 'aclImdb/test/neg', 'aclImdb/test/pos': "
+                                                  r"the archive itself is incomplete") as info:
+        module(tmp_path / "cache", archive=str(path), sha256=None).prepare_data()
+    assert "again" not in str(info.value)  # extracting the same archive again cannot help
+    assert not (tmp_path / "cache").exists() or list((tmp_path / "cache").iterdir()) == []
+
+
+def test_a_data_dir_without_test_fails_before_training(tmp_path):
+    root = make_tree(tmp_path / "local")
+    for review in (root / "test" / "pos").iterdir():
+        review.unlink()
+    (root / "test" / "pos").rmdir()
+    data = module(tmp_path / "cache", data_dir=str(root))
+    data.prepare_data()
+    with pytest.raises(FileNotFoundError, match=r"test/pos is missing.*Pass data_dir= a complete aclImdb folder"):
+        data.setup("fit")
+    assert data.train_set is None
+
+
+def test_a_damaged_extraction_is_named(tmp_path, archive):
+    data = module(tmp_path / "cache", archive=str(archive), sha256=None)
+    data.prepare_data()
+    extracted = next((tmp_path / "cache").glob("aclImdb-*"))
+    for review in (extracted / "aclImdb" / "test" / "neg").iterdir():
+        review.unlink()
+    with pytest.raises(ValueError, match=f"test/neg holds no .txt reviews.*Remove {extracted} to have the archive "
+                                         f"extracted again"):
+        data.setup("fit")

@@ -55,8 +55,8 @@ def test_read_text_file_strict_utf8(tmp_path):
         read_text_file(bad)
 
 
-def _tokenizer(max_length=16, vocab_size=50, min_frequency=1):
-    return train_tokenizer(TEXTS, vocab_size=vocab_size, min_frequency=min_frequency, max_length=max_length)
+def _tokenizer(max_length=16, vocab_size=50, min_frequency=1, **kwargs):
+    return train_tokenizer(TEXTS, vocab_size=vocab_size, min_frequency=min_frequency, max_length=max_length, **kwargs)
 
 
 def test_special_ids_and_vocabulary():
@@ -108,6 +108,7 @@ def test_encoder_errors():
     ("min_frequency", dict(min_frequency=0), ValueError),
     ("max_length", dict(max_length=0), ValueError),
     ("vocab_size", dict(vocab_size=10.0), TypeError),
+    ("max_token_length", dict(max_token_length=0), ValueError),
 ])
 def test_train_tokenizer_argument_errors(name, kwargs, error):
     with pytest.raises(error, match=name):
@@ -157,3 +158,16 @@ def test_check_vocab_compatible():
         check_vocab_compatible(10, 0)
     with pytest.raises(TypeError, match="tokenizer_vocab_size should be of type int"):
         check_vocab_compatible(10.0, 100)
+
+
+def test_words_longer_than_max_token_length_stay_out_of_the_vocabulary():
+    long_word, punctuation, limit_word = "w" * 101, "!" * 150, "l" * 100
+    texts = [f"good {long_word} {punctuation} {limit_word} caf\u00e9"] * 2
+    vocab = train_tokenizer(texts, vocab_size=50, min_frequency=1, max_length=16).get_vocab()
+    assert set(vocab) == {"[PAD]", "[UNK]", "good", limit_word, "caf\u00e9"}  # 100 characters: still a word
+    vocab = train_tokenizer(texts, vocab_size=50, min_frequency=1, max_length=16, max_token_length=150).get_vocab()
+    assert {long_word, punctuation} <= set(vocab)
+    tokenizer = train_tokenizer(texts, vocab_size=50, min_frequency=1, max_length=16, max_token_length=4)
+    assert set(tokenizer.get_vocab()) == {"[PAD]", "[UNK]", "good", "caf\u00e9"}  # characters, not bytes
+    ids = TextEncoder(tokenizer).encode_ids([f"good {long_word} caf\u00e9"])
+    assert ids == [[tokenizer.token_to_id("good"), UNK_ID, tokenizer.token_to_id("caf\u00e9")]]

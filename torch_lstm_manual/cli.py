@@ -113,6 +113,11 @@ class SentimentCLI(LightningCLI):
     def after_fit(self) -> None:
         if not self.test_after_fit:
             return
+        if not getattr(self.datamodule, "has_test_data", True):
+            if self.trainer.is_global_zero:
+                print(f"No test data ({type(self.datamodule).__name__} was given none): skipping the test stage. "
+                      f"Pass a test file (--data.test PATH) to test after training.")
+            return
         checkpoint = self.trainer.checkpoint_callback
         best = getattr(checkpoint, "best_model_path", "") if checkpoint is not None else ""
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best" if best else None)

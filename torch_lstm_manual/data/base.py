@@ -98,6 +98,11 @@ class TextDataModule(pl.LightningDataModule):
         return len(self.class_names)
 
     @property
+    def has_test_data(self) -> bool:
+        """Whether there is a test split (``python train.py`` skips the test stage without one)."""
+        return True
+
+    @property
     def class_names(self) -> list[str]:
         """The label names, by class index."""
         raise NotImplementedError

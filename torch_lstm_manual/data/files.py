@@ -9,9 +9,38 @@ from torch.utils.data import DataLoader
 from .base import TextDataModule, check_fraction, check_int, split_indices
 from .batching import NO_LABEL, EncodedDataset
 from .readers import Examples, detect_format, read_examples
-from .text import TextEncoder, train_tokenizer
+from .text import MAX_TOKEN_LENGTH, TextEncoder, train_tokenizer
 
 SPLITS = ("train", "val", "test", "predict")
+
+
+def label_key(name: str) -> str | float:
+    """What two spellings of one label share: the number a numeric label stands for
+    ("1", "1.0" and "01" are all 1.0), else the case-folded text ("Pos" and "pos")."""
+    try:
+        value = float(name)
+    except ValueError:
+        return name.casefold()
+    return value if value == value else name.casefold()  # NaN equals nothing: keep it text
+
+
+def check_spellings(examples: Examples, source: str) -> None:
+    """Fails where two different spellings of one label (``label_key``) appear in ``examples``."""
+    first: dict[str, str] = {}
+    for label, where in zip(examples.labels, examples.where):
+        if label is not None:
+            first.setdefault(label, where)
+    by_key: dict[str | float, list[str]] = {}
+    for label in first:
+        by_key.setdefault(label_key(label), []).append(label)
+    for spellings in by_key.values():
+        if len(spellings) > 1:
+            seen = " and ".join(f"{label!r} ({first[label]})" for label in spellings)
+            raise ValueError(
+                f"{source} spells one label in {len(spellings)} ways: {seen}. Labels are compared exactly, so "
+                f"these would become separate classes. Write each label one way, or pass labels= to name the "
+                f"classes on purpose"
+            )
 
 
 def sort_labels(names: set[str]) -> list[str]:
@@ -32,10 +61,18 @@ class TextFilesDataModule(TextDataModule):
     mapping is saved as ``labels.json`` by ``save_artifacts``. The vocabulary is
     built from the training part only.
 
+    Labels are compared as exact strings, surrounding whitespace removed. When they
+    are read from ``train``, two spellings of one label there (``"1"`` and ``"1.0"``,
+    ``"pos"`` and ``"Pos"``) are an error rather than two classes; a label of another
+    file that is not spelled as in ``train`` (or in ``labels``) is an error too.
+    ``setup("fit")`` reads the test file as well, so that a bad test file fails
+    before training, not after it.
+
     Args:
         train: the training file or folder (required).
         val: the validation file or folder; None carves ``val_fraction`` out of ``train``.
-        test: the test file or folder, read only in ``setup("test")``; optional.
+        test: the test file or folder; optional (without it, ``python train.py`` skips the
+            test stage). Read and checked in ``setup("fit")``, encoded in ``setup("test")``.
         predict: a file or folder to predict; labels optional there (-1 when absent).
             None predicts on ``test``.
         format: "csv", "tsv", "jsonl" or "folder" for every path; None tells each from
@@ -49,6 +86,8 @@ class TextFilesDataModule(TextDataModule):
             (the model's embedding size).
         min_frequency: words seen fewer times in the training part become ``[UNK]``.
         max_length: texts are truncated to this many tokens.
+        max_token_length: words longer than this many characters stay out of the
+            vocabulary (they become ``[UNK]``).
         val_fraction: the share of ``train`` held out for validation when ``val`` is None.
         seed: the seed of that split and of the training order.
         batch_size: the most texts in a batch.
@@ -68,6 +107,7 @@ class TextFilesDataModule(TextDataModule):
         vocab_size: int = 20000,
         min_frequency: int = 1,
         max_length: int = 256,
+        max_token_length: int = MAX_TOKEN_LENGTH,
         val_fraction: float = 0.1,
         seed: int = 0,
         batch_size: int = 32,
@@ -91,6 +131,7 @@ class TextFilesDataModule(TextDataModule):
         self.format, self.text_column, self.label_column = format, text_column, label_column
         self._vocab_size = check_int("vocab_size", vocab_size, 3)
         self.min_frequency = check_int("min_frequency", min_frequency, 1)
+        self.max_token_length = check_int("max_token_length", max_token_length, 1)
         self.val_fraction = check_fraction("val_fraction", val_fraction)
         self._labels: list[str] | None = None
         if labels is not None:
@@ -105,10 +146,16 @@ class TextFilesDataModule(TextDataModule):
         return self._vocab_size
 
     @property
+    def has_test_data(self) -> bool:
+        return "test" in self.paths
+
+    @property
     def class_names(self) -> list[str]:
         """The label names by class index; read from the training file when ``labels`` is None."""
         if self._labels is None:
-            names = sort_labels(set(self._read("train").labels))
+            train = self._read("train")
+            check_spellings(train, f"train file {self.paths['train']}")
+            names = sort_labels(set(train.labels))
             if len(names) < 2:
                 raise ValueError(f"train file {self.paths['train']} has only the label(s) {names}; "
                                  f"a classifier needs at least 2 classes")
@@ -129,8 +176,10 @@ class TextFilesDataModule(TextDataModule):
         for label, where in zip(examples.labels, examples.where):
             if label is not None and label not in mapping:
                 source = "labels=" if self.hparams.labels is not None else f"the training data {self.paths['train']}"
+                same = [name for name in mapping if label_key(name) == label_key(label)]
+                hint = f" It is another spelling of {same[0]!r}: labels must be spelled alike." if same else ""
                 raise ValueError(
-                    f"{where}: unknown label {label!r}; the labels of {source} are {list(mapping)}. "
+                    f"{where}: unknown label {label!r}; the labels of {source} are {list(mapping)}.{hint} "
                     f"Correct the label, or add it to the training data (or to labels=)"
                 )
             indices.append(NO_LABEL if label is None else mapping[label])
@@ -151,8 +200,11 @@ class TextFilesDataModule(TextDataModule):
             train_part, val_part = list(range(len(train))), None
             if "val" not in self.paths:
                 train_part, val_part = split_indices(train_labels, self.val_fraction, self.seed)
+            if "test" in self.paths:  # read and checked now: a bad test file fails before training
+                self._indices(self._read("test"))
             tokenizer = train_tokenizer(
-                (train.texts[i] for i in train_part), self.vocab_size, self.min_frequency, self.max_length
+                (train.texts[i] for i in train_part), self.vocab_size, self.min_frequency, self.max_length,
+                self.max_token_length,
             )
             self.encoder = TextEncoder(tokenizer, self.class_names)
             self.train_set = self._encode("train", train_part)

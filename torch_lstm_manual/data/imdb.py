@@ -57,18 +57,25 @@ class Sha256(str):
 register_type(Sha256, serializer=str, deserializer=Sha256)
 
 
+SPLIT_FOLDERS = [f"{split}/{name}" for split in ("train", "test") for name in CLASS_NAMES]
+
+
+def check_folder(folder: Path, remedy: str = "") -> None:
+    """Checks that ``folder`` exists and holds at least one ``.txt`` review; ``remedy`` ends the error."""
+    if not folder.is_dir():
+        problem = f"{folder} is missing: an aclImdb folder holds train/neg, train/pos, test/neg and test/pos"
+        raise FileNotFoundError(f"{problem}. {remedy}".strip())
+    if not any(path.suffix == ".txt" and path.is_file() for path in folder.iterdir()):
+        raise ValueError(f"{folder} holds no .txt reviews: the aclImdb folder is incomplete. {remedy}".strip())
+
+
 def read_split(root: Path, split: str) -> tuple[list[str], list[int]]:
     """The reviews of ``root/split/{neg,pos}/*.txt`` (sorted by file name) and their labels."""
     texts, labels = [], []
     for label, name in enumerate(CLASS_NAMES):
         folder = root / split / name
-        if not folder.is_dir():
-            raise FileNotFoundError(
-                f"{folder} is missing: an aclImdb folder holds train/neg, train/pos, test/neg and test/pos"
-            )
+        check_folder(folder)
         files = sorted(path for path in folder.iterdir() if path.suffix == ".txt" and path.is_file())
-        if not files:
-            raise ValueError(f"{folder} holds no .txt reviews: the aclImdb folder is incomplete, extract it again")
         texts += [read_text_file(path) for path in files]
         labels += [label] * len(files)
     return texts, labels
@@ -247,7 +254,7 @@ class IMDBDataModule(TextDataModule):
         if (self._extracted(archive) / "aclImdb").is_dir():
             return
         try:
-            extract(archive, self._extracted(archive), expect="aclImdb/train")
+            extract(archive, self._extracted(archive), expect=[f"aclImdb/{name}" for name in SPLIT_FOLDERS])
         except CorruptArchiveError as exc:
             if not downloaded:  # a file that was here before (the user's own): never deleted
                 raise
@@ -328,6 +335,11 @@ class IMDBDataModule(TextDataModule):
         """Loads (or builds and caches) the splits ``stage`` needs; ``test`` is read only for
         ``"test"``/``"predict"``/None. The tokenizer always comes from the training split."""
         root, identity = self._root_and_identity()
+        # Every split folder is checked now, so that a missing test/ fails before training, not after it.
+        remedy = ("Pass data_dir= a complete aclImdb folder" if self.data_dir is not None
+                  else f"Remove {root.parent} to have the archive extracted again")
+        for name in SPLIT_FOLDERS:
+            check_folder(root / name, remedy)
         cache = self._cache_folder(identity)
         if self.train_set is None:  # every stage needs the tokenizer trained on train/
             self._setup_fit(root, cache)

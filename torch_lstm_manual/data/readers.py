@@ -3,10 +3,16 @@
 Each reader returns ``Examples``: the texts, their labels as strings (None where
 a file has no label), and where each example came from ("file line 7"), so that
 later errors can point at the line. All files are read strictly as UTF-8.
+
+CSV follows RFC 4180: a field in double quotes may hold commas, quotes (doubled)
+and line breaks. TSV has no quoting: every line is one row, split at every tab,
+and a ``"`` is an ordinary character, so a field cannot hold a tab or a line break.
+A row with more or fewer fields than the header is an error, never merged or dropped.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -62,30 +68,53 @@ def _label(value: object, where: str, label_column: str, required: bool) -> str 
     return str(value).strip()
 
 
+@contextlib.contextmanager
+def _field_size_limit(limit: int):
+    """Raises ``csv``'s process-wide field size limit (131072 characters by default) to at
+    least ``limit`` for the duration, so that a long field is read rather than refused."""
+    previous = csv.field_size_limit()
+    csv.field_size_limit(max(previous, limit))
+    try:
+        yield
+    finally:
+        csv.field_size_limit(previous)
+
+
 def _read_delimited(path: Path, delimiter: str, text_column: str, label_column: str, required: bool) -> Examples:
     kind = "TSV" if delimiter == "\t" else "CSV"
-    reader = csv.DictReader(io.StringIO(read_text_file(path), newline=""), delimiter=delimiter)
-    try:
-        columns = reader.fieldnames
-    except csv.Error as exc:
-        raise ValueError(f"{path} line 1: not a valid {kind} header row ({exc})") from exc
-    if not columns:
-        raise ValueError(f"{path} is empty: it needs a header row with the columns {text_column!r} and "
-                         f"{label_column!r}, then one example per row")
-    for column, argument, needed in ((text_column, "text_column", True), (label_column, "label_column", required)):
-        if needed and column not in columns:
-            raise ValueError(f"{path} has no column {column!r} ({argument}); its header row has {columns}. "
-                             f"Pass {argument}= the name of the column")
-    examples = Examples()
-    try:
-        for row in reader:
-            where = f"{path} line {reader.line_num}"
-            text = row.get(text_column)
-            if text is None or None in row:
-                raise ValueError(f"{where}: expected {len(columns)} fields like the header, got a different count")
-            examples.add(text, _label(row.get(label_column), where, label_column, required), where)
-    except csv.Error as exc:
-        raise ValueError(f"{path} line {reader.line_num}: not valid {kind} ({exc})") from exc
+    content = read_text_file(path)
+    # TSV has no quoting: QUOTE_NONE reads a '"' as a character, never as the start of a multi-line field.
+    quoting = csv.QUOTE_NONE if kind == "TSV" else csv.QUOTE_MINIMAL
+    reader = csv.DictReader(io.StringIO(content, newline=""), delimiter=delimiter, quoting=quoting)
+    with _field_size_limit(len(content) + 1):  # no field is longer than the file
+        try:
+            columns = reader.fieldnames
+        except csv.Error as exc:
+            raise ValueError(f"{path} line 1: not a valid {kind} header row ({exc})") from exc
+        if not columns:
+            raise ValueError(f"{path} is empty: it needs a header row with the columns {text_column!r} and "
+                             f"{label_column!r}, then one example per row")
+        for column, argument, needed in ((text_column, "text_column", True), (label_column, "label_column", required)):
+            if needed and column not in columns:
+                raise ValueError(f"{path} has no column {column!r} ({argument}); its header row has {columns}. "
+                                 f"Pass {argument}= the name of the column")
+        examples = Examples()
+        try:
+            for row in reader:
+                where = f"{path} line {reader.line_num}"
+                if None in row or None in row.values():  # extra fields go under the key None, missing ones are None
+                    count = len(columns) - list(row.values()).count(None) + len(row.get(None, []))
+                    hint = ""
+                    if kind == "TSV":
+                        hint = (" (TSV has no quoting: a field cannot hold a tab; replace the tabs inside texts "
+                                "with spaces, or use CSV or JSON Lines)")
+                    elif any(value is not None and "\n" in value for value in row.values()):
+                        hint = (" (a '\"' that opens a quoted field and is never closed joins the lines after it "
+                                "into one field: check the quotes of the rows above)")
+                    raise ValueError(f"{where}: expected {len(columns)} fields like the header, got {count}{hint}")
+                examples.add(row[text_column], _label(row.get(label_column), where, label_column, required), where)
+        except csv.Error as exc:
+            raise ValueError(f"{path} line {reader.line_num}: not valid {kind} ({exc})") from exc
     return examples
 
 

@@ -8,6 +8,9 @@ The same three steps run at training and at prediction time:
 2. The Hugging Face ``tokenizers`` word-level model: ``Whitespace``
    pre-tokenization (runs of word characters, runs of punctuation), ids from a
    vocabulary built on the training split, unknown words -> ``[UNK]``.
+   Words longer than ``max_token_length`` characters (100 by default) never enter
+   the vocabulary: they become ``[UNK]``, so one huge "word" cannot bloat the
+   vocabulary or ``tokenizer.json``.
 3. Truncation to ``max_length`` tokens (stored in ``tokenizer.json``), and an
    empty result becomes the single token ``[UNK]`` so every length is >= 1.
 
@@ -25,7 +28,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
 from torch.nn.utils.rnn import pad_sequence
 
 from .storage import atomic_write_text
@@ -35,6 +38,7 @@ UNK_TOKEN = "[UNK]"
 PAD_ID = 0
 UNK_ID = 1
 SPECIAL_TOKENS = [PAD_TOKEN, UNK_TOKEN]
+MAX_TOKEN_LENGTH = 100  # characters; longer words stay out of the vocabulary
 TOKENIZER_FILE = "tokenizer.json"
 LABELS_FILE = "labels.json"
 
@@ -86,7 +90,8 @@ def _finish(tokenizer: Tokenizer, max_length: int) -> Tokenizer:
     return tokenizer
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int, max_length: int) -> Tokenizer:
+def train_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int, max_length: int,
+                    max_token_length: int = MAX_TOKEN_LENGTH) -> Tokenizer:
     """Trains a word-level tokenizer on ``texts`` (cleaned here with ``clean_text``).
 
     Args:
@@ -94,11 +99,19 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int, m
         vocab_size: the most tokens in the vocabulary, the two special tokens included.
         min_frequency: words seen fewer times than this become ``[UNK]``.
         max_length: encodings are truncated to this many tokens.
+        max_token_length: words longer than this many characters stay out of the
+            vocabulary (they become ``[UNK]``).
     """
     _check_positive_int("vocab_size", vocab_size, minimum=len(SPECIAL_TOKENS) + 1)
     _check_positive_int("min_frequency", min_frequency)
+    _check_positive_int("max_token_length", max_token_length)
     tokenizer = Tokenizer(models.WordLevel(unk_token=UNK_TOKEN))
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    # For training only: the words, less those longer than max_token_length (removed whole).
+    # _finish sets the plain Whitespace pre-tokenizer back, under which such a word is [UNK].
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Whitespace(),
+        pre_tokenizers.Split(Regex(rf"[\s\S]{{{max_token_length + 1},}}"), behavior="removed"),
+    ])
     trainer = trainers.WordLevelTrainer(
         vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS, show_progress=False
     )
