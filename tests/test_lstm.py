@@ -264,6 +264,17 @@ def test_autocast_leaves_a_float64_module_in_float64():
     assert_all_close(got, expected, rtol=0, atol=0)
 
 
+def test_autocast_names_the_tensor_left_in_float64():
+    _, ours = twins(dtype=torch.float64, input_size=3, hidden_size=4)
+    with torch.autocast("cpu", dtype=torch.bfloat16), pytest.raises(
+        RuntimeError, match=r"input is torch.bfloat16 and weight_ih_l0 is torch.float64"
+    ):
+        ours(torch.randn(5, 2, 3))
+    hx = torch.zeros(1, 2, 4, dtype=torch.float64), torch.zeros(1, 2, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16), pytest.raises(RuntimeError, match=r"hx\[0\] is torch.float64"):
+        twins(dtype=torch.float32, input_size=3, hidden_size=4)[1](torch.randn(5, 2, 3), hx)
+
+
 def test_compile_matches_eager():
     """A compiled model gives the eager outputs and gradients."""
     _, ours = twins(dtype=torch.float32, input_size=3, hidden_size=4, num_layers=2, bidirectional=True)

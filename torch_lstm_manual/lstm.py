@@ -291,8 +291,8 @@ class LSTM(nn.Module):
         for name, t in named:
             if t.dtype != x.dtype:
                 raise RuntimeError(
-                    f"Under autocast ({dtype}; float64 tensors are not cast) the input runs in {x.dtype} "
-                    f"but {name} in {t.dtype}: give them dtypes that autocast brings to one"
+                    f"Under autocast to {dtype}, which casts every floating tensor but float64 ones, the input "
+                    f"is {x.dtype} and {name} is {t.dtype}: expected one dtype for the input, hx and the parameters"
                 )
         return x, h0, c0, weights
 
