@@ -186,11 +186,11 @@ def test_low_precision_dtypes_where_torch_accepts_them(dtype):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_autocast_behaves_as_torch(device):
-    """Under autocast the whole LSTM runs in the autocast dtype, as cuDNN's does.
+    """Under autocast a float32 LSTM runs in the autocast dtype, as torch.nn.LSTM does.
 
-    On the CPU, torch.nn.LSTM's oneDNN path fails under autocast; with a
-    projection it takes its decomposed path, whose output and h_n are in the
-    autocast dtype too (its c_n stays float32: only the values are compared).
+    On the CPU with a projection, torch.nn.LSTM runs op by op, and autocast
+    lowers only its matrix products: its c_n stays in c_0's dtype (float32);
+    this module runs the whole layer in one dtype, so only values are compared.
     """
     dtype = torch.bfloat16 if device == "cpu" else torch.float16
     ref, ours = twins(device=device, dtype=torch.float32, input_size=4, hidden_size=8, proj_size=3 if device == "cpu" else 0)
@@ -206,6 +206,73 @@ def test_autocast_behaves_as_torch(device):
         torch.testing.assert_close(a.float(), b.float(), **tol)
     got.float().sum().backward()
     assert ours.weight_ih_l0.grad is not None and ours.weight_ih_l0.grad.dtype == torch.float32
+
+
+def autocast_outcome(module, x, hx, device, dtype):
+    """The dtypes of ``(output, h_n, c_n)`` under autocast, or the type of the exception raised."""
+    try:
+        with torch.autocast(device, dtype=dtype):
+            out, (h_n, c_n) = module(x, hx)
+    except Exception as error:  # compared with torch.nn.LSTM's
+        return type(error)
+    return out.dtype, h_n.dtype, c_n.dtype
+
+
+AUTOCAST_DTYPES = {"f32": torch.float32, "f64": torch.float64, "bf16": torch.bfloat16, "f16": torch.float16}
+# (device, autocast dtype, the dtypes tried for the module, the input and hx)
+AUTOCAST_CASES = [
+    pytest.param("cpu", torch.bfloat16, ["f32", "f64", "bf16"], id="cpu-bf16"),
+    pytest.param(
+        "cuda", torch.float16, ["f32", "f64", "f16", "bf16"], id="cuda-f16",
+        marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"),
+    ),
+]
+
+
+@pytest.mark.parametrize("device,autocast_dtype,dtypes", AUTOCAST_CASES)
+@pytest.mark.parametrize("proj_size", [0, 2])
+def test_autocast_casts_what_autocast_casts(device, autocast_dtype, dtypes, proj_size):
+    """Autocast's own rule: a floating tensor but a float64 one goes to the autocast
+    dtype. For every mix of module, input and hx dtypes: torch.nn.LSTM's output
+    dtypes, or the same type of exception where the dtypes do not meet."""
+    for module_dtype, x_dtype, hx_dtype in itertools.product(dtypes, dtypes, [None] + dtypes):
+        ref, ours = twins(device=device, dtype=AUTOCAST_DTYPES[module_dtype], input_size=3, hidden_size=4, proj_size=proj_size)
+        x = torch.randn(5, 2, 3, device=device, dtype=AUTOCAST_DTYPES[x_dtype])
+        hx = None
+        if hx_dtype is not None:
+            to = {"device": device, "dtype": AUTOCAST_DTYPES[hx_dtype]}
+            hx = torch.randn(1, 2, proj_size or 4, **to), torch.randn(1, 2, 4, **to)
+        expected = autocast_outcome(ref, x, hx, device, autocast_dtype)
+        got = autocast_outcome(ours, x, hx, device, autocast_dtype)
+        case = f"module {module_dtype}, input {x_dtype}, hx {hx_dtype}: torch {expected}, ours {got}"
+        if device == "cpu" and proj_size and isinstance(expected, tuple):
+            # torch.nn.LSTM's op-by-op path (see test_autocast_behaves_as_torch):
+            # c_n is compared with the rule, the rest with torch.
+            assert isinstance(got, tuple) and got[:2] == expected[:2] and got[2] == got[0], case
+        else:
+            assert got == expected, case
+
+
+def test_autocast_leaves_a_float64_module_in_float64():
+    """float64 is not eligible for autocast: the results are those without autocast, bit for bit."""
+    _, ours = twins(input_size=3, hidden_size=4, num_layers=2, proj_size=2)
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    expected = run(ours, x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = run(ours, x)
+    assert all(t is None or t.dtype == torch.float64 for t in got)
+    assert_all_close(got, expected, rtol=0, atol=0)
+
+
+def test_autocast_names_the_tensor_left_in_float64():
+    _, ours = twins(dtype=torch.float64, input_size=3, hidden_size=4)
+    with torch.autocast("cpu", dtype=torch.bfloat16), pytest.raises(
+        RuntimeError, match=r"input is torch.bfloat16 and weight_ih_l0 is torch.float64"
+    ):
+        ours(torch.randn(5, 2, 3))
+    hx = torch.zeros(1, 2, 4, dtype=torch.float64), torch.zeros(1, 2, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16), pytest.raises(RuntimeError, match=r"hx\[0\] is torch.float64"):
+        twins(dtype=torch.float32, input_size=3, hidden_size=4)[1](torch.randn(5, 2, 3), hx)
 
 
 def test_compile_matches_eager():

@@ -409,24 +409,39 @@ REFERENCE = Loops(forward_loop, backward_loop)
 BACKENDS = {"python": Loops(forward_loop_inplace, backward_loop_inplace, project_and_forward_inplace)}
 
 
-def _needs_reference(*tensors) -> bool:
+def _needs_reference(*values) -> bool:
     """Whether the reference loops must run: under torch.compile, which traces
-    them, or when a tensor is wrapped by a torch.func transform (vmap, grad, ...),
-    which the in-place loops do not support."""
+    them, or when any tensor among ``values`` is wrapped by a torch.func
+    transform (vmap, grad, ...), which the in-place loops do not support.
+
+    Callers pass every argument they hold (values that are not tensors are
+    skipped), so that no tensor is left out of the rule.
+    """
     if torch.compiler.is_compiling():
         return True
-    return any(t is not None and torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors)
+    return any(isinstance(v, Tensor) and torch._C._functorch.is_functorch_wrapped_tensor(v) for v in values)
 
 
-def _forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse, backend, save):
+def _choose_loops(backend: str, rows: Tensor, values) -> Loops:
+    """The loops that run ``rows`` (N, I): the reference ones where
+    :func:`_needs_reference` says so for ``values`` or where there are no rows
+    (an empty batch, which no backend is asked to handle), else ``backend``'s."""
+    if rows.shape[0] == 0 or _needs_reference(*values):
+        return REFERENCE
+    return BACKENDS[backend]
+
+
+def _forward(*inputs, save):
+    """:class:`LSTMFunction`'s forward; ``inputs`` are its arguments, in its order."""
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse, backend = inputs
     rows = x if batch_sizes is not None else x.flatten(0, 1)  # (N, I)
     sizes = batch_sizes if batch_sizes is not None else (x.shape[1],) * x.shape[0]
-    loops = REFERENCE if _needs_reference(x, h0, c0, w_ih, w_hh, w_hr) else BACKENDS[backend]
+    loops = _choose_loops(backend, rows, inputs)
     args = (rows, w_ih, b_ih, b_hh, h0, c0, w_hh, w_hr, sizes, reverse, save)
     run = loops.forward_input or functools.partial(project_and_forward, loops)
     y, gates, cs, h_n, c_n = run(*args)
     if batch_sizes is None:
-        y = y.view(x.shape[0], x.shape[1], -1)  # (T, B, P)
+        y = y.view(x.shape[0], x.shape[1], y.shape[-1])  # (T, B, P); B may be 0
     return y, h_n, c_n, gates, cs
 
 
@@ -469,8 +484,10 @@ class LSTMFunction(torch.autograd.Function):
         ctx.batch_sizes, ctx.reverse, ctx.backend = batch_sizes, reverse, backend
 
     @staticmethod
-    def backward(ctx, d_y, d_hn, d_cn, _d_gates, _d_cs):
-        x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, y, gates, cs = ctx.saved_tensors
+    def backward(ctx, *grads):
+        saved = ctx.saved_tensors
+        x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, y, gates, cs = saved
+        d_y, d_hn, d_cn, _d_gates, _d_cs = grads
         need = ctx.needs_input_grad
         d_y = torch.zeros_like(y) if d_y is None else d_y
         d_hn = torch.zeros_like(h0) if d_hn is None else d_hn
@@ -480,15 +497,14 @@ class LSTMFunction(torch.autograd.Function):
         sizes = (x.shape[1],) * x.shape[0] if padded else ctx.batch_sizes
         y = y.flatten(0, 1) if padded else y  # (N, P)
         d_y = d_y.flatten(0, 1) if padded else d_y  # (N, P)
-        loops = BACKENDS[ctx.backend]
         if torch.is_grad_enabled():
             # Double backward: recompute the intermediates with autograd watching,
             # so that the hand-derived backward below is itself differentiable.
             xw = input_projection(rows, w_ih, b_ih, b_hh)  # (N, G)
             y, gates, cs, _, _ = forward_loop(xw, h0, c0, w_hh, w_hr, sizes, ctx.reverse)
             loops = REFERENCE
-        elif _needs_reference(d_y, x, h0, w_ih, w_hh, w_hr, gates):
-            loops = REFERENCE
+        else:
+            loops = _choose_loops(ctx.backend, rows, saved + grads)
 
         run = loops.backward_input or functools.partial(backward_and_products, loops)
         d_x, d_h, d_h0, d_c0, d_w_ih, d_w_hh, d_b = run(
@@ -524,6 +540,11 @@ class LSTMFunction(torch.autograd.Function):
 LSTMFunction.forward.__signature__ = inspect.signature(LSTMFunction.forward)
 
 
+def _forward_ad_level() -> int:
+    """The innermost forward-mode AD level entered (``torch.autograd.forward_ad.dual_level``), -1 outside."""
+    return getattr(torch.autograd.forward_ad, "_current_level", -1)
+
+
 def lstm_layer(
     x: Tensor,
     h0: Tensor,
@@ -545,8 +566,17 @@ def lstm_layer(
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {sorted(BACKENDS)}, got {backend!r}")
     sizes = None if batch_sizes is None else tuple(int(b) for b in batch_sizes)
-    if not torch.is_grad_enabled():
-        # Inference: no graph to record, so nothing to save for a backward pass.
-        return _forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, sizes, bool(reverse), backend, save=False)[:3]
-    y, h_n, c_n, _, _ = LSTMFunction.apply(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, sizes, bool(reverse), backend)
+    if (x.shape[0] if sizes is None else len(sizes)) == 0:
+        what = f"x of shape {tuple(x.shape)}" if sizes is None else "batch_sizes ()"
+        raise ValueError(f"lstm_layer expects at least one time step, got {what}")
+    inputs = (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, sizes, bool(reverse), backend)
+    if not (torch.is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad for t in inputs)):
+        # Inference (grad mode off, or no tensor that asks for a gradient): no
+        # graph to record, so nothing to save for a backward pass.
+        if _forward_ad_level() >= 0:
+            # Forward-mode AD needs LSTMFunction (which reports that it has no
+            # jvp) rather than loops that would drop the tangents.
+            return LSTMFunction.apply(*inputs)[:3]
+        return _forward(*inputs, save=False)[:3]
+    y, h_n, c_n, _, _ = LSTMFunction.apply(*inputs)
     return y, h_n, c_n

@@ -228,6 +228,8 @@ class LSTM(nn.Module):
             x, batch_sizes, sorted_indices, unsorted_indices = input
             self._check_input(x, packed=True)
             sizes = tuple(batch_sizes.tolist())
+            if not sizes:
+                raise RuntimeError("Expected sequence length to be larger than 0 in RNN, got batch_sizes of length 0")
             batch, batched = sizes[0], True
         else:
             if not isinstance(input, Tensor):
@@ -241,6 +243,8 @@ class LSTM(nn.Module):
                 x = x.transpose(0, 1)  # (T, B, I)
             sizes, sorted_indices, unsorted_indices = None, None, None
             batch = x.shape[1]
+            if x.shape[0] == 0:
+                raise RuntimeError(f"Expected sequence length to be larger than 0 in RNN, got input of shape {list(input.shape)}")
 
         if hx is None:
             zeros = {"dtype": x.dtype, "device": x.device}
@@ -254,10 +258,7 @@ class LSTM(nn.Module):
         weights = [[getattr(self, n) if n is not None else None for n in names] for names in self._layer_names]
         device_type = x.device.type
         if torch.is_autocast_enabled(device_type):
-            # Run in the autocast dtype, as torch.nn.LSTM does.
-            dtype = torch.get_autocast_dtype(device_type)
-            x, h0, c0 = x.to(dtype), h0.to(dtype), c0.to(dtype)
-            weights = [[None if w is None else w.to(dtype) for w in ws] for ws in weights]
+            x, h0, c0, weights = self._autocast(x, h0, c0, weights, device_type)
         with torch.autocast(device_type, enabled=False):
             out, h_n, c_n = self._run_layers(x, h0, c0, weights, sizes)
 
@@ -270,6 +271,30 @@ class LSTM(nn.Module):
             out = out.squeeze(0 if self.batch_first else 1)
             h_n, c_n = h_n.squeeze(1), c_n.squeeze(1)
         return out, (h_n, c_n)
+
+    def _autocast(self, x, h0, c0, weights, device_type):
+        """Cast as autocast casts the arguments of an op it runs in lower precision
+        (ATen's ``is_eligible``): every floating tensor on the autocast device but
+        a float64 one goes to the autocast dtype. The tensors must then agree, as
+        torch.nn.LSTM's kernels require."""
+        dtype = torch.get_autocast_dtype(device_type)
+
+        def cast(t):
+            eligible = t is not None and t.is_floating_point() and t.dtype != torch.float64 and t.device.type == device_type
+            return t.to(dtype) if eligible else t
+
+        x, h0, c0 = cast(x), cast(h0), cast(c0)
+        weights = [[cast(w) for w in ws] for ws in weights]
+        named = [("hx[0]", h0), ("hx[1]", c0)] + [
+            (name, w) for names, ws in zip(self._layer_names, weights) for name, w in zip(names, ws) if w is not None
+        ]
+        for name, t in named:
+            if t.dtype != x.dtype:
+                raise RuntimeError(
+                    f"Under autocast to {dtype}, which casts every floating tensor but float64 ones, the input "
+                    f"is {x.dtype} and {name} is {t.dtype}: expected one dtype for the input, hx and the parameters"
+                )
+        return x, h0, c0, weights
 
     def _run_layers(self, x, h0, c0, weights, sizes):
         D = 2 if self.bidirectional else 1
