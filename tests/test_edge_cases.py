@@ -199,25 +199,17 @@ def per_parameter_grads(ours, params, x, names, batched):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_vmap_grad_over_each_parameter_alone(backend):
-    """vmap of grad over one parameter at a time (the others unbatched) equals a loop."""
+@pytest.mark.parametrize("together", [False, True], ids=["each-alone", "all-together"])
+def test_vmap_grad_over_parameters(backend, together):
+    """vmap of grad over one parameter at a time (the others unbatched), and over
+    all of them at once, equals a loop over the samples."""
     _, ours = twins(backend, **VMAP_OPTIONS)
     params = {k: v.detach() for k, v in ours.named_parameters()}
-    gen = torch.Generator().manual_seed(4)
+    gen = torch.Generator().manual_seed(5 if together else 4)
     batched = {k: v + 0.1 * torch.randn(3, *v.shape, generator=gen, dtype=v.dtype) for k, v in params.items()}
-    x = torch.randn(5, 3, generator=gen, dtype=torch.float64)
-    for name in params:
-        per_parameter_grads(ours, params, x, [name], batched)
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_vmap_grad_over_all_parameters_together(backend):
-    _, ours = twins(backend, **VMAP_OPTIONS)
-    params = {k: v.detach() for k, v in ours.named_parameters()}
-    gen = torch.Generator().manual_seed(5)
-    batched = {k: v + 0.1 * torch.randn(3, *v.shape, generator=gen, dtype=v.dtype) for k, v in params.items()}
-    x = torch.randn(5, 2, 3, generator=gen, dtype=torch.float64)
-    per_parameter_grads(ours, params, x, list(params), batched)
+    x = torch.randn(*((5, 2, 3) if together else (5, 3)), generator=gen, dtype=torch.float64)
+    for names in [list(params)] if together else [[name] for name in params]:
+        per_parameter_grads(ours, params, x, names, batched)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
