@@ -33,14 +33,10 @@ from torch_lstm_manual.functional import (
 )
 from torch_lstm_manual.lstm import resolve_backend
 
-from helpers import LOOP_SIZES, assert_all_close, loop_inputs, run, twins
+from helpers import LOOP_SIZES, assert_all_close, loop_inputs, needs_native, run, twins
 
 FLOAT32 = {"rtol": 1e-4, "atol": 1e-5}
 TOL = {torch.float64: {}, torch.float32: FLOAT32}
-
-needs_native = pytest.mark.skipif(
-    native.load() is not None, reason=f"native extension unavailable: {native.load()}"
-)
 
 SIZES = LOOP_SIZES
 
