@@ -42,11 +42,11 @@ SIZES = LOOP_SIZES
 
 
 @needs_native
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
 @pytest.mark.parametrize("sizes", SIZES)
 @pytest.mark.parametrize("H, P", [(5, 0), (33, 0), (72, 0), (72, 20)])
 @pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("scale", [1, 24])
+@pytest.mark.parametrize("scale", [1, 24], ids=["rows1", "rows24"])
 def test_loops_match_reference(dtype, sizes, H, P, reverse, scale):
     sizes = [b * scale for b in sizes]
     xw, h0, c0, w_hh, w_hr = loop_inputs(sizes, H, P, dtype)
@@ -66,7 +66,7 @@ def test_loops_match_reference(dtype, sizes, H, P, reverse, scale):
 
 
 @needs_native
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
 @pytest.mark.parametrize("threads, H", [(1, 128), (2, 128), (16, 130)])
 def test_thread_count_does_not_change_results(threads, H, dtype):
     """Every split of the hidden units across threads, down to threads that own
@@ -96,41 +96,65 @@ def test_thread_count_does_not_change_results(threads, H, dtype):
     assert_all_close(got_back_input, backward_and_products(REFERENCE, *back_input), **TOL[dtype])
 
 
-# What each build of the extension is named, by the CPU capability torch reports.
-BUILD_NAMES = {"DEFAULT": "torch_lstm_manual_native", "AVX2": "torch_lstm_manual_native_avx2"}
+# The builds of the extension a process can load, by name: one per CPU
+# capability torch reports (ATEN_CPU_CAPABILITY lowers it), and the portable
+# build, which load() falls back to when the full build does not compile.
+BUILD_NAMES = {
+    "AVX512": "torch_lstm_manual_native_avx2_avx512",
+    "AVX2": "torch_lstm_manual_native_avx2",
+    "DEFAULT": "torch_lstm_manual_native",
+    "portable": "torch_lstm_manual_native_portable",
+}
+CAPABILITIES = ["DEFAULT", "AVX2", "AVX512"]  # each CPU runs the ones up to its own
+# What each build runs: the loop tests of this file and the native non-finite
+# cases; by default those of float32 (where the builds differ most: vector
+# gates and register tiles) on the short sequences, with -m slow all of them.
+BUILD_TESTS = {
+    False: "(loops_match_reference or from_input or (nonfinite and native)) and not float64 and not rows24",
+    True: "loops_match_reference or thread_count or from_input or (nonfinite and native)",
+}
 
 
 @needs_native
-@pytest.mark.parametrize("capability", sorted(BUILD_NAMES))
-def test_builds_for_other_cpus_match_reference(capability):
-    """The builds this CPU does not run by itself: without AVX-512 (AVX2 tiles
-    and gates) and without vector instructions (BLAS and scalar gates), forced
-    through ATEN_CPU_CAPABILITY in a subprocess that runs the loop tests above."""
+@pytest.mark.parametrize("everything", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["float32", "all"])
+@pytest.mark.parametrize("build", sorted(BUILD_NAMES))
+def test_every_build_matches_reference(build, everything):
+    """The builds this process does not load (without AVX-512: AVX2 tiles and
+    gates; without vector instructions: BLAS and scalar gates; the portable
+    fallback: products through ATen), each in a subprocess that runs the loop
+    tests and the non-finite tests. A build that does not compile fails; one
+    this CPU cannot run is skipped."""
     own = torch.backends.cpu.get_cpu_capability()
-    if capability == own:
+    if BUILD_NAMES[build] == native._ext.__name__:
         pytest.skip("the build this process runs")
-    if capability == "AVX2" and own != "AVX512":
+    if build in CAPABILITIES and CAPABILITIES.index(build) > CAPABILITIES.index(own if own in CAPABILITIES else "DEFAULT"):
         pytest.skip(f"this CPU reports {own}")
-    code = (
-        "import sys, pytest, torch, torch_lstm_manual.native as n\n"
-        f"assert torch.backends.cpu.get_cpu_capability() == {capability!r}\n"
+    code = "import sys, pytest, torch, torch_lstm_manual.native as n\n"
+    if build == "portable":
+        code += "full = n._build\nn._build = lambda portable=False: full(portable=True)\n"
+    else:
+        code += f"assert torch.backends.cpu.get_cpu_capability() == {build!r}\n"
+    code += (
         "assert n.load() is None, n.load()\n"
-        f"assert n._ext.__name__ == {BUILD_NAMES[capability]!r}, n._ext.__name__\n"
+        f"assert n._ext.__name__ == {BUILD_NAMES[build]!r}, n._ext.__name__\n"
         "sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', '-W', 'ignore::UserWarning', "
-        f"{__file__!r}, '-k', 'loops_match_reference or thread_count or from_input']))\n"
+        f"{__file__!r}, {os.path.join(os.path.dirname(__file__), 'test_nonfinite.py')!r}, '-k', {BUILD_TESTS[everything]!r}]))\n"
     )
-    env = dict(os.environ, ATEN_CPU_CAPABILITY=capability.lower())
+    env = dict(os.environ, TORCH_LSTM_MANUAL_NATIVE="require")
+    if build != "portable":
+        env["ATEN_CPU_CAPABILITY"] = build.lower()
     done = subprocess.run([sys.executable, "-c", code], env=env, cwd=os.path.dirname(__file__), capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert " passed" in done.stdout and "failed" not in done.stdout
+    assert " passed" in done.stdout and "failed" not in done.stdout and "skipped" not in done.stdout, done.stdout[-3000:]
 
 
 @needs_native
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
 @pytest.mark.parametrize("sizes", [(3, 3, 3), (5, 4, 4, 2, 1)])
 @pytest.mark.parametrize("H, P", [(5, 0), (33, 0), (72, 20)])
 @pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("scale, I, bias", [(1, 3, True), (24, 40, True), (24, 7, False)])
+@pytest.mark.parametrize("scale, I, bias", [(1, 3, True), (24, 40, True), (24, 7, False)],
+                         ids=["rows1-I3-bias", "rows24-I40-bias", "rows24-I7"])
 def test_passes_from_input_match_reference(dtype, sizes, H, P, reverse, scale, I, bias):
     """The two passes LSTMFunction runs, each in one call (for float32 without
     a projection, on the tiles: the input projection inside the forward loop,
@@ -165,7 +189,7 @@ def test_passes_from_input_match_reference(dtype, sizes, H, P, reverse, scale, I
 
 
 @needs_native
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
 @pytest.mark.parametrize("biases", ["both", "ih", "hh", "none"])
 def test_input_projection_matches_reference(dtype, biases):
     gen = torch.Generator().manual_seed(0)
@@ -186,7 +210,7 @@ def test_rejects_bad_batch_sizes():
 
 
 @needs_native
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
 def test_passes_from_input_reject_bad_arguments_by_name(dtype):
     sizes, H, I = [3, 3], 4, 5
     _, h0, c0, w_hh, _ = loop_inputs(sizes, H, 0, dtype)
@@ -234,7 +258,7 @@ MODULES = [
 
 
 @needs_native
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
 @pytest.mark.parametrize("kwargs", MODULES, ids=lambda k: ",".join(f"{a}={b}" for a, b in k.items()))
 @pytest.mark.parametrize("packing", ["padded", "sorted", "unsorted"])
 def test_module_matches_nn_lstm(dtype, kwargs, packing):
