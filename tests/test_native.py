@@ -127,6 +127,8 @@ def test_every_build_matches_reference(build, everything):
     own = torch.backends.cpu.get_cpu_capability()
     if BUILD_NAMES[build] == native._ext.__name__:
         pytest.skip("the build this process runs")
+    if native._ext.__name__ == BUILD_NAMES["portable"] and not native.required():
+        pytest.skip("the full build does not compile here, this process runs the portable one")
     if build in CAPABILITIES and CAPABILITIES.index(build) > CAPABILITIES.index(own if own in CAPABILITIES else "DEFAULT"):
         pytest.skip(f"this CPU reports {own}")
     code = "import sys, pytest, torch, torch_lstm_manual.native as n\n"
@@ -410,7 +412,9 @@ def fresh_loader(monkeypatch):
     monkeypatch.setattr(native, "_tried", False)
     monkeypatch.setattr(native, "_error", None)
     monkeypatch.setattr(native, "_ext", None)
+    monkeypatch.setattr(native, "_announced", False)
     monkeypatch.delitem(BACKENDS, "native", raising=False)
+    monkeypatch.delenv(native.ENV_SWITCH, raising=False)
     return monkeypatch
 
 
@@ -447,3 +451,103 @@ def test_unsupported_dtype_does_not_build(fresh_loader):
     assert resolve_backend("auto", torch.zeros(1, dtype=torch.float16)) == "python"
     with pytest.raises(RuntimeError, match="float32 and float64 tensors on the CPU; got a torch.float16"):
         resolve_backend("native", torch.zeros(1, dtype=torch.float16))
+
+
+def test_required_switch_makes_a_failed_build_an_error(fresh_loader, recwarn):
+    """TORCH_LSTM_MANUAL_NATIVE=require: no fallback to the Python loops, on
+    the first call and every later one."""
+    def broken_build(portable=False):
+        raise OSError("no C++ compiler found")
+
+    fresh_loader.setattr(native, "_build", broken_build)
+    fresh_loader.setenv(native.ENV_SWITCH, "require")
+    x = torch.zeros(2, 1, 3)
+    for _ in range(2):
+        with pytest.raises(RuntimeError, match="no C\\+\\+ compiler found.*TORCH_LSTM_MANUAL_NATIVE=require"):
+            resolve_backend("auto", x)
+        with pytest.raises(RuntimeError, match="no C\\+\\+ compiler found"):
+            LSTM(3, 4)(x)
+    assert "native" not in BACKENDS
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+BROKEN_BUILD_TESTS = """
+import torch_lstm_manual.native as n
+
+def broken_build(portable=False):
+    raise OSError("no C++ compiler found")
+
+n._build = broken_build
+
+from helpers import available_backends, native_loops, needs_native
+
+@needs_native
+def test_needs_native():
+    pass
+
+def test_available_backends():
+    assert available_backends() == ["python"]
+"""
+
+
+@pytest.mark.parametrize("switch", ["1", "require"])
+def test_required_switch_fails_the_native_tests(tmp_path, switch):
+    """A broken build skips the tests that need the native loops and leaves
+    native out of the parametrisations, except under the strict switch, where
+    both fail."""
+    (tmp_path / "test_broken.py").write_text(BROKEN_BUILD_TESTS)
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ, TORCH_LSTM_MANUAL_NATIVE=switch, PYTHONPATH=os.pathsep.join([here, *sys.path]))
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "-W", "ignore::RuntimeWarning",
+                           str(tmp_path)], cwd=tmp_path, env=env, capture_output=True, text=True)
+    if switch == "require":
+        assert done.returncode == 1, done.stdout[-3000:]
+        # The fixture behind needs_native fails in setup (an error); available_backends() raises.
+        assert "1 failed, 1 error" in done.stdout and "TORCH_LSTM_MANUAL_NATIVE=require" in done.stdout
+    else:
+        assert done.returncode == 0, done.stdout[-3000:]
+        assert "1 passed, 1 skipped" in done.stdout and "no C++ compiler found" in done.stdout
+
+
+# --------------------------------------------------------------------------
+# The first build says what it is doing; later processes say nothing.
+
+ANNOUNCEMENT = "compiling the native LSTM loops once, about 40 s; cached in"
+
+
+def load_in_subprocess(extensions, **env):
+    code = "import torch_lstm_manual.native as n; n.load(); n.load()"
+    env = dict(os.environ, TORCH_EXTENSIONS_DIR=str(extensions), **env)
+    env.pop(native.ENV_SWITCH, None)
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+
+
+def test_first_build_is_announced_once(tmp_path):
+    """An empty cache: the announcement, once, before the compiler runs (here a
+    compiler that fails at once, so that both builds, full and portable, fail)."""
+    compiler = tmp_path / "failing-c++"
+    compiler.write_text("#!/bin/sh\nexit 1\n")
+    compiler.chmod(0o755)
+    done = load_in_subprocess(tmp_path / "extensions", CXX=str(compiler))
+    assert done.stderr.count(ANNOUNCEMENT) == 1, done.stderr[-3000:]
+    assert f"{ANNOUNCEMENT} {tmp_path / 'extensions'}" in done.stderr
+    assert done.stderr.index(ANNOUNCEMENT) < done.stderr.index("failed to build")
+
+
+@needs_native
+def test_current_build_is_not_announced():
+    """The cache this process loaded from holds a current build: a new process says nothing."""
+    extensions = os.environ.get("TORCH_EXTENSIONS_DIR")
+    if extensions is None:
+        pytest.skip("TORCH_EXTENSIONS_DIR is not set: the cache is the user's")
+    done = load_in_subprocess(extensions)
+    assert done.returncode == 0 and ANNOUNCEMENT not in done.stderr, done.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_build_announced_in_first_process_only(tmp_path):
+    """A real build into an empty cache: the first process announces it, the second does not."""
+    first = load_in_subprocess(tmp_path)
+    assert first.returncode == 0 and first.stderr.count(ANNOUNCEMENT) == 1, first.stderr[-3000:]
+    second = load_in_subprocess(tmp_path)
+    assert second.returncode == 0 and ANNOUNCEMENT not in second.stderr, second.stderr[-3000:]
