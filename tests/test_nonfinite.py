@@ -223,3 +223,25 @@ def test_saturated_gates_are_exact():
             assert torch.isinf(got[0][0]).sum() == 0 and torch.equal(got[0][0], torch.ones_like(got[0][0]))
             assert torch.isnan(got[1][1]).all() and torch.isnan(expected[1][1]).all()
             assert_same_nonfinite([got[0], *got[1]], [expected[0], *expected[1]], ["y", "h_n", "c_n"], {})
+
+
+def test_nonfinite_weights_meet_zero_states():
+    """0 times NaN or inf is NaN: a non-finite recurrent weight poisons the
+    first step even from the zero h0 that an absent hx means, and one of
+    w_ih even where its input column is zero; no product skips the zeros."""
+    for backend in BACKENDS:
+        for dtype in DTYPES:
+            for place in ("weight_ih_l0", "weight_hh_l0"):
+                for value in VALUES:
+                    ref, ours = twins(backend, dtype=dtype, input_size=I, hidden_size=33)
+                    for module in (ref, ours):
+                        with torch.no_grad():
+                            poison(getattr(module, place), "last", value)
+                    x = torch.randn(T, B, I, dtype=dtype)
+                    x[..., -1] = 0  # the column that meets the last column of w_ih
+                    names = RESULTS + [f"d_{name}" for name, _ in ours.named_parameters()]
+                    got, expected = run(ours, x), run(ref, x)
+                    assert torch.isnan(got[0][-1]).all(), (backend, dtype, place, value)  # by the last step
+                    keep = [k for k, t in enumerate(expected) if t is not None]
+                    assert_same_nonfinite([got[k] for k in keep], [expected[k] for k in keep], [names[k] for k in keep],
+                                          TOL[dtype])
