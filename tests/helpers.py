@@ -9,7 +9,6 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from torch_lstm_manual import LSTM
-from torch_lstm_manual.lstm import resolve_backend
 
 DEVICES = [
     "cpu",
@@ -17,15 +16,38 @@ DEVICES = [
 ]
 
 
+def native_unavailable():
+    """Why the native loops do not run here, or None when they do.
+
+    Under ``TORCH_LSTM_MANUAL_NATIVE=require`` (CI) a failed build raises
+    instead: the native tests then fail rather than being left out.
+    """
+    from torch_lstm_manual import native
+
+    return native.load()
+
+
 def available_backends() -> list:
-    """The loop backends this machine can run: always Python, native when it builds."""
-    names = ["python"]
+    """The loop backends this machine can run: always Python, native when it
+    builds (and, under ``TORCH_LSTM_MANUAL_NATIVE=require``, an error when it
+    does not, so that no test silently loses its native half)."""
+    return ["python"] + (["native"] if native_unavailable() is None else [])
+
+
+@pytest.fixture
+def native_loops():
+    """Skips the test where the native loops do not run; fails it where they
+    were required (``TORCH_LSTM_MANUAL_NATIVE=require``) and did not build."""
     try:
-        if resolve_backend("auto", torch.zeros(1)) == "native":
-            names.append("native")
-    except Exception:  # the native loader reports its own failures in its tests
-        pass
-    return names
+        reason = native_unavailable()
+    except RuntimeError as error:
+        pytest.fail(str(error), pytrace=False)
+    if reason is not None:
+        pytest.skip(f"native extension unavailable: {reason}")
+
+
+# Marks a test that needs the native loops; see ``native_loops``.
+needs_native = pytest.mark.usefixtures("native_loops")
 
 
 def twins(backend="python", device="cpu", dtype=torch.float64, seed=0, **kwargs):
@@ -37,11 +59,13 @@ def twins(backend="python", device="cpu", dtype=torch.float64, seed=0, **kwargs)
     return ref, ours
 
 
-def run(module, x, hx=None, lengths=None, enforce_sorted=True, seed=1):
+def run(module, x, hx=None, lengths=None, enforce_sorted=True, seed=1, upstream=None):
     """Forward and backward with fixed random upstream gradients.
 
     Returns ``[output, h_n, c_n, d_x, d_h0, d_c0, d_param...]`` (``None`` for an
-    absent hx). ``lengths`` packs ``x`` first.
+    absent hx). ``lengths`` packs ``x`` first. ``upstream``, if given, is
+    called with the list of the three upstream gradients (of the output, h_n
+    and c_n) and may change them in place.
     """
     x = x.detach().clone().requires_grad_()
     hx = None if hx is None else tuple(t.detach().clone().requires_grad_() for t in hx)
@@ -51,7 +75,10 @@ def run(module, x, hx=None, lengths=None, enforce_sorted=True, seed=1):
     out, (h_n, c_n) = module(inp, hx)
     out = out.data if lengths is not None else out
     gen = torch.Generator(device="cpu").manual_seed(seed)
-    loss = sum((t * torch.randn(t.shape, generator=gen, dtype=t.dtype).to(t.device)).sum() for t in (out, h_n, c_n))
+    grads = [torch.randn(t.shape, generator=gen, dtype=t.dtype).to(t.device) for t in (out, h_n, c_n)]
+    if upstream is not None:
+        upstream(grads)
+    loss = sum((t * g).sum() for t, g in zip((out, h_n, c_n), grads))
     wrt = [x] + ([] if hx is None else list(hx)) + list(module.parameters())
     grads = list(torch.autograd.grad(loss, wrt))
     d_x = grads.pop(0)

@@ -10,10 +10,16 @@ is resolved (``backend="auto"`` or ``"native"``), never at import, and cached
 in torch's extension directory (``TORCH_EXTENSIONS_DIR``, default
 ``~/.cache/torch_extensions``), so later processes only load the library.
 
+The first build (about 40 s) says so once on stderr, with where it is
+cached; a process that finds the build current says nothing.
+
 When the build succeeds the loops are registered as ``BACKENDS["native"]``.
 When it fails (no compiler, no ninja, ...), ``auto`` runs the Python loops
 after one warning per process that names the cause, and ``"native"`` raises.
-``TORCH_LSTM_MANUAL_NATIVE=0`` in the environment skips the build (no warning).
+The environment variable ``TORCH_LSTM_MANUAL_NATIVE`` changes that:
+``0`` skips the build (no warning, the Python loops run), and ``require``
+makes a failed build an error for ``auto`` too (RuntimeError), for test runs
+and CI, where a silent fallback would leave the native loops untested.
 
 The loops keep their large buffers for the next call once no tensor holds
 them; :func:`empty_cache` frees them.
@@ -21,8 +27,11 @@ them; :func:`empty_cache` frees them.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import sys
+import tempfile
 import threading
 import warnings
 from typing import Optional
@@ -34,10 +43,88 @@ from ..functional import BACKENDS, Loops, backward_and_products, input_bias
 ENV_SWITCH = "TORCH_LSTM_MANUAL_NATIVE"
 _SOURCES = ("loops.cpp", "cells.cpp", "tiles.cpp")
 
+_DISABLED = ("0", "false", "off", "no")
+_REQUIRED = "require"
+# The wall time of a first build on a laptop, for the message that announces it.
+_BUILD_SECONDS = 40
+
 _lock = threading.Lock()
 _tried = False
 _error: Optional[str] = None  # why the native loops are unavailable, once tried
 _ext = None  # the compiled module
+_announced = False  # whether this process said that it compiles
+
+
+def _switch() -> str:
+    return os.environ.get(ENV_SWITCH, "1").strip().lower()
+
+
+def required() -> bool:
+    """Whether ``TORCH_LSTM_MANUAL_NATIVE=require``: a failed build raises
+    instead of falling back to the Python loops (for tests and CI)."""
+    return _switch() == _REQUIRED
+
+
+def _fingerprint(sources, cflags, ldflags) -> str:
+    """What a build is made from: the sources, the flags, torch and Python."""
+    digest = hashlib.sha256()
+    for path in sources:
+        with open(path, "rb") as handle:
+            digest.update(handle.read())
+    digest.update(repr((cflags, ldflags, torch.__version__, sys.version)).encode())
+    return digest.hexdigest()
+
+
+def _stamp_path(name: str) -> Optional[str]:
+    """Where the fingerprint of the cached build ``name`` is kept, next to its
+    library; None where this torch does not say where its builds go."""
+    from torch.utils import cpp_extension
+
+    build_directory = getattr(cpp_extension, "_get_build_directory", None)
+    if build_directory is None:
+        return None
+    return os.path.join(build_directory(name, False), "torch_lstm_manual.sha256")
+
+
+def _is_current(name: str, stamp: Optional[str], fingerprint: str) -> bool:
+    """Whether the cache holds the library of exactly this build."""
+    from torch.utils import cpp_extension
+
+    if stamp is None:
+        return True  # cannot tell: say nothing
+    library = os.path.join(os.path.dirname(stamp), name + getattr(cpp_extension, "LIB_EXT", ".so"))
+    try:
+        with open(stamp, encoding="utf-8") as handle:
+            return os.path.exists(library) and handle.read().strip() == fingerprint
+    except OSError:
+        return False
+
+
+def _write_stamp(stamp: Optional[str], fingerprint: str) -> None:
+    """Record the fingerprint of the build just loaded: a temporary file, then renamed."""
+    if stamp is None:
+        return
+    try:
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(stamp), prefix=".stamp.", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(fingerprint + "\n")
+        os.replace(tmp, stamp)
+    except OSError:  # a read-only cache: the next process announces a build that is not needed
+        pass
+
+
+def _announce(stamp: Optional[str]) -> None:
+    """Say once per process, before the compiler runs, what the wait is."""
+    global _announced
+    if _announced:
+        return
+    _announced = True
+    where = os.path.dirname(os.path.dirname(stamp)) if stamp else "torch's extension directory"
+    print(
+        f"torch_lstm_manual: compiling the native LSTM loops once, about {_BUILD_SECONDS} s; cached in {where}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _build(portable: bool = False):
@@ -71,7 +158,12 @@ def _build(portable: bool = False):
         if re.search(r"\bBLAS_INFO=mkl\b", config):
             cflags.append("-DLSTM_MKL")  # single-threaded MKL calls inside the loops' threads
     sources = [os.path.join(here, s) for s in _SOURCES]
-    return cpp_extension.load(name, sources, extra_cflags=cflags, extra_ldflags=ldflags, verbose=False)
+    fingerprint, stamp = _fingerprint(sources, cflags, ldflags), _stamp_path(name)
+    if not _is_current(name, stamp, fingerprint):
+        _announce(stamp)
+    module = cpp_extension.load(name, sources, extra_cflags=cflags, extra_ldflags=ldflags, verbose=False)
+    _write_stamp(stamp, fingerprint)
+    return module
 
 
 def _batch_sizes(batch_sizes):
@@ -129,13 +221,17 @@ def load() -> Optional[str]:
     """Build and register the native loops, once per process.
 
     Returns None when ``BACKENDS["native"]`` is registered, else why not.
+    Raises RuntimeError instead, on this call and every later one, when the
+    build failed under ``TORCH_LSTM_MANUAL_NATIVE=require``.
     """
     global _tried, _error, _ext
     with _lock:
         if _tried:
+            if _error is not None and required():
+                raise RuntimeError(_required_message(_error))
             return _error
         _tried = True
-        if os.environ.get(ENV_SWITCH, "1").strip().lower() in ("0", "false", "off", "no"):
+        if _switch() in _DISABLED:
             _error = f"disabled by the environment variable {ENV_SWITCH}={os.environ[ENV_SWITCH]}"
             return _error
         try:
@@ -148,10 +244,17 @@ def load() -> Optional[str]:
             lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [""]
             cause = lines[0][:200] + (" ... " + " ".join(lines[1:])[-300:] if len(lines) > 1 else "")
             _error = f"the C++ extension failed to build ({type(error).__name__}: {cause})"
+            if required():
+                raise RuntimeError(_required_message(_error)) from error
             warnings.warn(f"torch_lstm_manual: {_error}; using the Python loops instead.", RuntimeWarning, stacklevel=2)
             return _error
         BACKENDS["native"] = Loops(forward_loop, backward_loop, forward_input, backward_input)
         return None
+
+
+def _required_message(error: str) -> str:
+    return (f"torch_lstm_manual: {error}, and {ENV_SWITCH}={os.environ.get(ENV_SWITCH, '')} does not allow "
+            "the fallback to the Python loops")
 
 
 def empty_cache() -> int:

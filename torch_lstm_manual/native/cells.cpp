@@ -104,9 +104,11 @@ struct Ops<Lanes<S>> {
   static Lanes<S> set(double x) { return {S::set(static_cast<float>(x))}; }
 
   // exp(x) as 2^n e^r, |r| <= ln2 / 2, with Cephes' degree-6 polynomial for
-  // e^r (error ~1 ulp); x is clamped to the float range first.
+  // e^r (error ~1 ulp); x is clamped to the float range first. The bounds are
+  // the first operands: max_ps and min_ps return their second operand when
+  // either is NaN, so a NaN x stays NaN (with x first, it became a bound).
   static R exp(R x) {
-    x = S::min(S::max(x, S::set(-87.3f)), S::set(88.0f));
+    x = S::min(S::set(88.0f), S::max(S::set(-87.3f), x));
     R n = S::round(S::mul(x, S::set(1.44269504088896341f)));
     R r = S::fma(n, S::set(-0.693359375f), x);  // ln2 in two parts
     r = S::fma(n, S::set(2.12194440e-4f), r);
@@ -128,10 +130,26 @@ struct Ops<Lanes<S>> {
     return S::mul(r, S::fma(S::sub(S::set(0.0f), d), r, S::set(2.0f)));
   }
 
-  static Lanes<S> sigmoid(Lanes<S> x) { return {reciprocal(S::add(S::set(1.0f), exp(S::sub(S::set(0.0f), x.v))))}; }
+  // Where the exact result rounds to a constant, that constant: for x above
+  // `above`, `high`; below `below`, `low`. The clamped exp and the Newton
+  // step land an ulp or so off it (1 - 6e-8, 6e-39), and an ulp matters
+  // where the result meets an infinity: sigmoid(+inf) must be exactly 1 for
+  // (1 - f) inf to be NaN, as in torch. NaN compares false and stays NaN.
+  static R saturate(R x, R result, float below, float low, float above, float high) {
+    result = S::select_less(x, S::set(below), S::set(low), result);
+    return S::select_less(S::set(above), x, S::set(high), result);
+  }
+
+  // 1 / (1 + exp(-x)); exactly 0 where exp(-x) overflows float (x < -88.72)
+  // and exactly 1 where 1 + exp(-x) rounds to 1 (x > 24 ln 2 = 16.64).
+  static Lanes<S> sigmoid(Lanes<S> x) {
+    R s = reciprocal(S::add(S::set(1.0f), exp(S::sub(S::set(0.0f), x.v))));
+    return {saturate(x.v, s, -88.73f, 0.0f, 16.64f, 1.0f)};
+  }
 
   // tanh(x) = 2 sigmoid(2x) - 1, which is exact to an ulp of 1, not of
   // tanh(x): below |x| = 0.625 Cephes' odd polynomial takes over (~1 ulp).
+  // Exactly +-1 where tanh(x) rounds to it (|x| > 13 ln 2 = 9.011).
   static Lanes<S> tanh(Lanes<S> x) {
     R s = reciprocal(S::add(S::set(1.0f), exp(S::mul(S::set(-2.0f), x.v))));
     R large = S::fma(S::set(2.0f), s, S::set(-1.0f));
@@ -142,7 +160,7 @@ struct Ops<Lanes<S>> {
     p = S::fma(p, z, S::set(1.33314422036e-1f));
     p = S::fma(p, z, S::set(-3.33332819422e-1f));
     R small = S::fma(S::mul(p, z), x.v, x.v);
-    return {S::select_less(z, S::set(0.390625f), small, large)};
+    return {saturate(x.v, S::select_less(z, S::set(0.390625f), small, large), -9.02f, -1.0f, 9.02f, 1.0f)};
   }
 };
 #endif
