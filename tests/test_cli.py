@@ -206,3 +206,69 @@ def test_train_py_entry_point(capsys):
     out = capsys.readouterr().out
     for subcommand in ("fit", "validate", "test", "predict"):
         assert subcommand in out
+
+
+def write_label_folders(root, count, seed):
+    """``root/negative/*.txt`` and ``root/positive/*.txt``: one short review per file."""
+    import random
+
+    rng = random.Random(seed)
+    words = {"negative": ["dull", "boring", "bad"], "positive": ["great", "superb", "good"]}
+    for label, sentiment in words.items():
+        (root / label).mkdir(parents=True)
+        for i in range(count):
+            text = f"the film was {rng.choice(sentiment)} and the cast was {rng.choice(sentiment)}"
+            (root / label / f"{i}.txt").write_text(text, encoding="utf-8")
+
+
+def test_option_values_are_not_taken_for_subcommands(tmp_path, monkeypatch):
+    """``python train.py --data TextFilesDataModule --data.train train --data.test test``, with
+    folders named ``train`` and ``test``: no subcommand (the values are folder names), so fit then test."""
+    write_label_folders(tmp_path / "train", 24, seed=0)
+    write_label_folders(tmp_path / "test", 8, seed=1)
+    monkeypatch.chdir(tmp_path)
+    cli = run_train(
+        "--data", "TextFilesDataModule", "--data.train", "train", "--data.test", "test",
+        "--data.batch_size", "8", "--model.embedding_dim", "8", "--model.hidden_size", "8",
+        "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false",
+        "--trainer.enable_model_summary", "false", "--trainer.default_root_dir", str(tmp_path / "runs"),
+    )
+    assert cli.subcommand == "fit" and cli.trainer.current_epoch == 1
+    assert type(cli.datamodule).__name__ == "TextFilesDataModule"
+    assert "test_acc" in cli.trainer.callback_metrics  # the test stage ran after fitting
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        ([], False),
+        (["--config", "run.yaml"], False),
+        (["--config", "fit"], False),  # the value of --config, not the subcommand
+        (["--trainer.max_epochs", "1", "fit"], False),  # after a subcommand's option: no subcommand there
+        (["--data.train", "test"], False),
+        (["fit", "--data.train", "train"], True),
+        (["--config", "run.yaml", "test", "--ckpt_path", "best.ckpt"], True),
+        (["-crun.yaml", "validate"], True),
+        (["--print_config", "predict"], True),
+        (["--help"], None),
+        (["-h"], None),
+    ],
+)
+def test_subcommand_is_found_where_the_parser_expects_it(main_parser, args, expected):
+    from torch_lstm_manual.cli import subcommand_given
+
+    assert subcommand_given(main_parser, args) is expected
+
+
+@pytest.fixture(scope="module")
+def main_parser():
+    """The main parser of ``SentimentCLI`` (the one that holds the subcommands)."""
+    from torch_lstm_manual.cli import SentimentCLI
+
+    class Probe(SentimentCLI):
+        def parse_arguments(self, parser, args):
+            raise StopIteration(parser)
+
+    with pytest.raises(StopIteration) as built:
+        Probe(args=[])
+    return built.value.value

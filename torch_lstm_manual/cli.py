@@ -7,6 +7,7 @@ any LightningCLI. The defaults here are the values of ``configs/default.yaml``.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from pathlib import Path
@@ -20,7 +21,6 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from .callbacks import ExactResume, LastCheckpoint, PlotMetrics, PredictionWriter, RunSummary
 from .classifier import SentimentClassifier
 
-SUBCOMMANDS = ("fit", "validate", "test", "predict")
 LOGS_NAME = "lightning_logs"
 
 DEFAULTS = {
@@ -67,12 +67,16 @@ class SentimentCLI(LightningCLI):
     Args:
         test_after_fit: after ``fit``, run ``test`` on the best checkpoint (what
             ``python train.py`` without a subcommand does).
+        fit_then_test_by_default: command lines (lists of strings) that name no
+            subcommand run ``fit`` with ``test_after_fit`` (``python train.py``).
         *args, **kwargs: those of ``LightningCLI``; the defaults here set the model,
             the data base class, the seed (42) and the always-on callbacks.
     """
 
-    def __init__(self, *args, test_after_fit: bool = False, **kwargs) -> None:
+    def __init__(self, *args, test_after_fit: bool = False, fit_then_test_by_default: bool = False,
+                 **kwargs) -> None:
         self.test_after_fit = test_after_fit
+        self.fit_then_test_by_default = fit_then_test_by_default
         kwargs.setdefault("model_class", SentimentClassifier)
         kwargs.setdefault("datamodule_class", LightningDataModule)
         kwargs.setdefault("subclass_mode_data", True)
@@ -96,8 +100,13 @@ class SentimentCLI(LightningCLI):
         # `main` passes the arguments it took from `sys.argv` on purpose.
         if isinstance(args, (dict, Namespace)):
             self.config = parser.parse_object(args)
-        else:
-            self.config = parser.parse_args(args)
+            return
+        if self.fit_then_test_by_default and args is not None:
+            args = list(args)
+            if subcommand_given(parser, args) is False:
+                args = ["fit", *args]
+                self.test_after_fit = True
+        self.config = parser.parse_args(args)
 
     def instantiate_trainer(self, **kwargs):
         trainer_config = self._get(self.config_init, "trainer", default={})
@@ -118,13 +127,50 @@ class SentimentCLI(LightningCLI):
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best" if best else None)
 
 
+def subcommand_given(parser: LightningArgumentParser, args: list[str]) -> bool | None:
+    """Whether ``args`` name a subcommand where ``parser`` (the CLI's main parser) expects one.
+
+    Reads ``args`` as the main parser does: its own options (``--config FILE``,
+    ``--print_config``, ``-h``) come first, and the first token that is not one of
+    them is the subcommand. True: that token names a subcommand; False: there is
+    none (no token left, or an option or value of a subcommand, such as
+    ``--data.train train``); None: only the main parser's options, among them
+    ``-h``/``--help``, which asks for the main help.
+    """
+    choices = parser._subcommands_action.choices if parser._subcommands_action is not None else {}
+    actions = parser._option_string_actions
+    print_config = getattr(parser, "_print_config", None)
+    asked_for_help = False
+    index = 0
+    while index < len(args):
+        token = args[index]
+        if not token.startswith("-") or token == "-":
+            return token in choices
+        if token == "--":
+            return index + 1 < len(args) and args[index + 1] in choices
+        name, has_value = token.split("=", 1)[0], "=" in token
+        if name not in actions and not token.startswith("--") and token[:2] in actions:
+            name, has_value = token[:2], True  # a short option with its value attached: -cconfig.yaml
+        action = actions.get(name)
+        if action is None:
+            return False  # an option of a subcommand: none was given before it
+        if isinstance(action, argparse._HelpAction):
+            asked_for_help = True
+        nargs = action.nargs
+        if has_value or nargs in (0, "?", "*") or name == print_config:
+            index += 1
+        else:
+            index += 1 + (1 if nargs is None else int(nargs) if isinstance(nargs, int) else 1)
+    return None if asked_for_help else False
+
+
 def main(args: list[str] | None = None) -> SentimentCLI:
     """Runs the command line ``args`` (default ``sys.argv[1:]``).
 
     Without a subcommand it is ``fit`` followed by ``test`` of the best checkpoint.
+    Whether one was given is decided by the CLI's own parser (the first token after
+    its own options), so option values such as folder names never count as one.
     Returns the CLI, whose ``trainer``, ``model`` and ``datamodule`` hold the run.
     """
     argv = sys.argv[1:] if args is None else list(args)
-    if any(arg in SUBCOMMANDS for arg in argv) or argv in (["-h"], ["--help"]):
-        return SentimentCLI(args=argv)
-    return SentimentCLI(args=["fit", *argv], test_after_fit=True)
+    return SentimentCLI(args=argv, fit_then_test_by_default=True)
