@@ -272,3 +272,43 @@ def main_parser():
     with pytest.raises(StopIteration) as built:
         Probe(args=[])
     return built.value.value
+
+
+def test_micro_batches_of_one_step_get_their_own_dropout_masks():
+    """Under ``accumulate_grad_batches=2`` the two micro-batches of an optimizer step draw
+    different dropout masks, and the same ones again in a second run."""
+    import lightning.pytorch as pl
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from torch_lstm_manual.callbacks import ExactResume
+
+    class Masks(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(4, 1)
+            self.masks = []  # (global_step, mask)
+
+        def training_step(self, batch, batch_idx):
+            mask = torch.nn.functional.dropout(torch.ones(256), p=0.5, training=True) > 0  # (256,)
+            self.masks.append((self.trainer.global_step, mask))
+            return self.layer(batch[0]).sum()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def masks_of_a_run():
+        model = Masks()
+        trainer = pl.Trainer(
+            max_epochs=2, accumulate_grad_batches=2, callbacks=[ExactResume(seed=3)], logger=False,
+            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        )
+        trainer.fit(model, DataLoader(TensorDataset(torch.randn(8, 4)), batch_size=2))
+        return model.masks
+
+    masks = masks_of_a_run()
+    assert len(masks) == 8 and [step for step, _ in masks] == [0, 0, 1, 1, 2, 2, 3, 3]
+    for (step_a, a), (step_b, b) in zip(masks[::2], masks[1::2]):
+        assert step_a == step_b and not torch.equal(a, b), f"the micro-batches of step {step_a} share a mask"
+    assert len({tuple(mask.tolist()) for _, mask in masks}) == 8
+    for (_, a), (_, b) in zip(masks, masks_of_a_run()):
+        assert torch.equal(a, b)

@@ -224,12 +224,15 @@ class ExactResume(Callback):
     """Makes a run resumed from an epoch-end checkpoint (``--ckpt_path last``)
     repeat the straight run, step for step.
 
-    * Before every training step it seeds ``torch``, ``random`` (and NumPy) from
-      the run's seed, the global step and the rank, so the random draws of a step
-      (dropout masks) do not depend on what ran before it in this process (a
-      resumed process never drew the earlier steps' numbers, and Lightning's
-      dataloader iterators draw a number when created, at different moments in a
-      resumed run).
+    * Before every training batch it seeds ``torch``, ``random`` (and NumPy) from
+      the run's seed, the epoch, the batch's index within the epoch and the rank,
+      so the random draws of a batch (dropout masks) do not depend on what ran
+      before it in this process (a resumed process never drew the earlier batches'
+      numbers, and Lightning's dataloader iterators draw a number when created, at
+      different moments in a resumed run). The batch, not the optimizer step:
+      under ``accumulate_grad_batches > 1`` the micro-batches of one step get
+      masks of their own. Epoch and batch index are part of the loop state a
+      checkpoint restores, so a resumed run seeds each batch as the straight run did.
     * At the start of every training epoch it calls ``set_epoch(epoch)`` on the
       train dataloader's batch sampler, when it has one (Lightning calls it only
       on ``dataloader.sampler`` and ``dataloader.batch_sampler.sampler``), so a
@@ -255,7 +258,8 @@ class ExactResume(Callback):
         seed = self.seed if self.seed is not None else os.environ.get("PL_GLOBAL_SEED")
         if seed is None:
             return
-        step_seed = zlib.crc32(f"{int(seed)}:{trainer.global_step}:{trainer.global_rank}".encode())
+        key = f"{int(seed)}:{trainer.current_epoch}:{batch_idx}:{trainer.global_rank}"
+        step_seed = zlib.crc32(key.encode())
         random.seed(step_seed)
         torch.manual_seed(step_seed)
         try:
