@@ -1,5 +1,6 @@
 """train.py / SentimentCLI, the way Lightning tests its CLI: patched ``sys.argv`` and tiny runs."""
 
+import pickle
 import runpy
 import sys
 from pathlib import Path
@@ -312,3 +313,42 @@ def test_micro_batches_of_one_step_get_their_own_dropout_masks():
     assert len({tuple(mask.tolist()) for _, mask in masks}) == 8
     for (_, a), (_, b) in zip(masks, masks_of_a_run()):
         assert torch.equal(a, b)
+
+
+class WritesAFile:
+    """Unpickling it would create ``path``: a stand-in for code a checkpoint file can carry."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+@pytest.mark.parametrize("ckpt_path", ["last", "file"])
+def test_a_checkpoint_that_carries_code_is_refused(straight_run, tmp_path, monkeypatch, ckpt_path):
+    """``train.py fit --ckpt_path`` reads checkpoints with ``weights_only=True`` even where torch's
+    default is False (before torch 2.6, emulated here): the file's code never runs."""
+    _, root = straight_run
+    marker = tmp_path / "code-ran"
+    content = torch.load(root / "lightning_logs/version_0/checkpoints/last.ckpt", map_location="cpu", weights_only=True)
+    content["loops"]["note"] = WritesAFile(marker)
+    folder = tmp_path / "lightning_logs" / "version_0" / "checkpoints"
+    folder.mkdir(parents=True)
+    torch.save(content, folder / "last.ckpt")
+    real_load = torch.load
+
+    def load(*args, weights_only=None, **kwargs):
+        return real_load(*args, weights_only=False if weights_only is None else weights_only, **kwargs)
+
+    monkeypatch.setattr(torch, "load", load)
+    path = "last" if ckpt_path == "last" else str(folder / "last.ckpt")
+    with pytest.raises(pickle.UnpicklingError, match="Unsupported global"):
+        run_train("fit", *TINY, "--trainer.default_root_dir", str(tmp_path), "--ckpt_path", path)
+    assert not marker.exists()
+
+
+def test_checkpoints_are_read_with_weights_only_by_default(capsys):
+    config = print_config("fit", capsys=capsys)
+    assert config["weights_only"] is True
+    assert print_config("test", capsys=capsys)["weights_only"] is True

@@ -95,6 +95,14 @@ class SentimentCLI(LightningCLI):
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.set_defaults(DEFAULTS)
 
+    def setup_parser(self, add_subcommands: bool, main_kwargs: dict, subparser_kwargs: dict) -> None:
+        super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
+        # Checkpoints hold tensors and plain data only: reading one with weights_only=True
+        # (torch's default since 2.6 only) never runs code that a file may carry.
+        for subcommand, arguments in getattr(self, "_subcommand_method_arguments", {}).items():
+            if "weights_only" in arguments:
+                self._subcommand_parsers[subcommand].set_defaults(weights_only=True)
+
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         # As LightningCLI's, without its warning about `args` next to `sys.argv`:
         # `main` passes the arguments it took from `sys.argv` on purpose.
@@ -124,7 +132,8 @@ class SentimentCLI(LightningCLI):
             return
         checkpoint = self.trainer.checkpoint_callback
         best = getattr(checkpoint, "best_model_path", "") if checkpoint is not None else ""
-        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best" if best else None)
+        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best" if best else None,
+                          weights_only=True)
 
 
 def subcommand_given(parser: LightningArgumentParser, args: list[str]) -> bool | None:
