@@ -69,7 +69,7 @@ def test_fit_then_test_and_artifacts(straight_run, capsys):
     assert plot.read_bytes().startswith(PNG_MAGIC)
     height, width, _ = matplotlib.image.imread(plot).shape
     assert height > 100 and width > 100
-    assert not list(run_dir.glob(".metrics-*"))  # no temporary file left behind
+    assert not list(run_dir.glob(".metrics.png.*"))  # no temporary file left behind
     (plotter,) = [c for c in trainer.callbacks if type(c).__name__ == "PlotMetrics"]
     assert sorted(plotter.history) == [0, 1]
     for row in plotter.history.values():
@@ -352,3 +352,30 @@ def test_checkpoints_are_read_with_weights_only_by_default(capsys):
     config = print_config("fit", capsys=capsys)
     assert config["weights_only"] is True
     assert print_config("test", capsys=capsys)["weights_only"] is True
+
+
+def test_resume_removes_what_a_killed_run_left(tmp_path):
+    """A run killed after writing a best checkpoint, but before ``last.ckpt`` recorded it, and
+    in the middle of writing the plot: the resumed run removes both, and keeps at most
+    ``save_top_k`` best checkpoints."""
+    args = [*TINY, "--data.num_train", "64", "--trainer.default_root_dir", str(tmp_path)]
+    run_train("fit", *args, "--trainer.max_epochs", "1")
+    run_dir = tmp_path / "lightning_logs" / "version_0"
+    checkpoints = run_dir / "checkpoints"
+    (kept,) = checkpoints.glob("best-*.ckpt")
+    unlisted = checkpoints / "best-epoch=01-val_acc=0.9999.ckpt"
+    unlisted.write_bytes((checkpoints / "last.ckpt").read_bytes())
+    temporary = run_dir / ".metrics.png.k1ll3d.tmp"
+    temporary.write_bytes(PNG_MAGIC)
+    others = [checkpoints / "mine.ckpt", run_dir / ".other.png.k1ll3d.tmp"]  # not of these callbacks' names
+    for path in others:
+        path.write_bytes(b"keep")
+
+    resumed = run_train("fit", *args, "--trainer.max_epochs", "2", "--ckpt_path", "last")
+    best = sorted(checkpoints.glob("best-*.ckpt"))
+    assert len(best) == 1, best  # save_top_k=1
+    assert str(best[0]) == resumed.trainer.checkpoint_callback.best_model_path
+    assert not unlisted.exists() or best == [unlisted]
+    assert not temporary.exists() and not list(run_dir.glob(".metrics.png.*"))
+    assert all(path.read_bytes() == b"keep" for path in others)
+    assert kept.exists() == (kept in best)

@@ -14,11 +14,10 @@ from pathlib import Path
 
 from jsonargparse import Namespace
 from lightning.pytorch import LightningDataModule
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from .callbacks import ExactResume, LastCheckpoint, PlotMetrics, PredictionWriter, RunSummary
+from .callbacks import BestCheckpoints, ExactResume, LastCheckpoint, PlotMetrics, PredictionWriter, RunSummary
 from .classifier import SentimentClassifier
 
 LOGS_NAME = "lightning_logs"
@@ -54,7 +53,7 @@ def latest_run_with_last_checkpoint(root: Path) -> str | None:
 class SentimentCLI(LightningCLI):
     """LightningCLI for ``SentimentClassifier`` on any data module of ``torch_lstm_manual.data``.
 
-    Adds a configurable ``ModelCheckpoint`` (``--checkpoint.*``: the best by
+    Adds a configurable ``BestCheckpoints`` (``--checkpoint.*``: the best by
     ``val_acc``) and ``PlotMetrics`` (``--plot.*``), always writes ``last.ckpt``
     (``LastCheckpoint``) and ``predictions.csv`` (``PredictionWriter``), and links the data's
     ``vocab_size`` and ``num_classes`` to the model. With Lightning's default
@@ -89,7 +88,7 @@ class SentimentCLI(LightningCLI):
         super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(BestCheckpoints, "checkpoint")
         parser.add_lightning_class_args(PlotMetrics, "plot")
         parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
