@@ -56,8 +56,8 @@ class PlotMetrics(Callback):
                 row[name] = value
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        folder = self.plot_path(trainer).parent  # trainer.log_dir: a collective call under DDP, on every rank
         if trainer.is_global_zero:
-            folder = self.plot_path(trainer).parent
             for stale in folder.glob(f"{glob_escape(temporary_prefix(self.filename))}*.tmp"):
                 stale.unlink(missing_ok=True)
 
