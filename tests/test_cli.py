@@ -1,5 +1,6 @@
 """train.py / SentimentCLI, the way Lightning tests its CLI: patched ``sys.argv`` and tiny runs."""
 
+import pickle
 import runpy
 import sys
 from pathlib import Path
@@ -68,7 +69,7 @@ def test_fit_then_test_and_artifacts(straight_run, capsys):
     assert plot.read_bytes().startswith(PNG_MAGIC)
     height, width, _ = matplotlib.image.imread(plot).shape
     assert height > 100 and width > 100
-    assert not list(run_dir.glob(".metrics-*"))  # no temporary file left behind
+    assert not list(run_dir.glob(".metrics.png.*"))  # no temporary file left behind
     (plotter,) = [c for c in trainer.callbacks if type(c).__name__ == "PlotMetrics"]
     assert sorted(plotter.history) == [0, 1]
     for row in plotter.history.values():
@@ -206,3 +207,175 @@ def test_train_py_entry_point(capsys):
     out = capsys.readouterr().out
     for subcommand in ("fit", "validate", "test", "predict"):
         assert subcommand in out
+
+
+def write_label_folders(root, count, seed):
+    """``root/negative/*.txt`` and ``root/positive/*.txt``: one short review per file."""
+    import random
+
+    rng = random.Random(seed)
+    words = {"negative": ["dull", "boring", "bad"], "positive": ["great", "superb", "good"]}
+    for label, sentiment in words.items():
+        (root / label).mkdir(parents=True)
+        for i in range(count):
+            text = f"the film was {rng.choice(sentiment)} and the cast was {rng.choice(sentiment)}"
+            (root / label / f"{i}.txt").write_text(text, encoding="utf-8")
+
+
+def test_option_values_are_not_taken_for_subcommands(tmp_path, monkeypatch):
+    """``python train.py --data TextFilesDataModule --data.train train --data.test test``, with
+    folders named ``train`` and ``test``: no subcommand (the values are folder names), so fit then test."""
+    write_label_folders(tmp_path / "train", 24, seed=0)
+    write_label_folders(tmp_path / "test", 8, seed=1)
+    monkeypatch.chdir(tmp_path)
+    cli = run_train(
+        "--data", "TextFilesDataModule", "--data.train", "train", "--data.test", "test",
+        "--data.batch_size", "8", "--model.embedding_dim", "8", "--model.hidden_size", "8",
+        "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false",
+        "--trainer.enable_model_summary", "false", "--trainer.default_root_dir", str(tmp_path / "runs"),
+    )
+    assert cli.subcommand == "fit" and cli.trainer.current_epoch == 1
+    assert type(cli.datamodule).__name__ == "TextFilesDataModule"
+    assert "test_acc" in cli.trainer.callback_metrics  # the test stage ran after fitting
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        ([], False),
+        (["--config", "run.yaml"], False),
+        (["--config", "fit"], False),  # the value of --config, not the subcommand
+        (["--trainer.max_epochs", "1", "fit"], False),  # after a subcommand's option: no subcommand there
+        (["--data.train", "test"], False),
+        (["fit", "--data.train", "train"], True),
+        (["--config", "run.yaml", "test", "--ckpt_path", "best.ckpt"], True),
+        (["-crun.yaml", "validate"], True),
+        (["--print_config", "predict"], True),
+        (["--help"], None),
+        (["-h"], None),
+    ],
+)
+def test_subcommand_is_found_where_the_parser_expects_it(main_parser, args, expected):
+    from torch_lstm_manual.cli import subcommand_given
+
+    assert subcommand_given(main_parser, args) is expected
+
+
+@pytest.fixture(scope="module")
+def main_parser():
+    """The main parser of ``SentimentCLI`` (the one that holds the subcommands)."""
+    from torch_lstm_manual.cli import SentimentCLI
+
+    class Probe(SentimentCLI):
+        def parse_arguments(self, parser, args):
+            raise StopIteration(parser)
+
+    with pytest.raises(StopIteration) as built:
+        Probe(args=[])
+    return built.value.value
+
+
+def test_micro_batches_of_one_step_get_their_own_dropout_masks():
+    """Under ``accumulate_grad_batches=2`` the two micro-batches of an optimizer step draw
+    different dropout masks, and the same ones again in a second run."""
+    import lightning.pytorch as pl
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from torch_lstm_manual.callbacks import ExactResume
+
+    class Masks(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(4, 1)
+            self.masks = []  # (global_step, mask)
+
+        def training_step(self, batch, batch_idx):
+            mask = torch.nn.functional.dropout(torch.ones(256), p=0.5, training=True) > 0  # (256,)
+            self.masks.append((self.trainer.global_step, mask))
+            return self.layer(batch[0]).sum()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def masks_of_a_run():
+        model = Masks()
+        trainer = pl.Trainer(
+            max_epochs=2, accumulate_grad_batches=2, callbacks=[ExactResume(seed=3)], logger=False,
+            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        )
+        trainer.fit(model, DataLoader(TensorDataset(torch.randn(8, 4)), batch_size=2))
+        return model.masks
+
+    masks = masks_of_a_run()
+    assert len(masks) == 8 and [step for step, _ in masks] == [0, 0, 1, 1, 2, 2, 3, 3]
+    for (step_a, a), (step_b, b) in zip(masks[::2], masks[1::2]):
+        assert step_a == step_b and not torch.equal(a, b), f"the micro-batches of step {step_a} share a mask"
+    assert len({tuple(mask.tolist()) for _, mask in masks}) == 8
+    for (_, a), (_, b) in zip(masks, masks_of_a_run()):
+        assert torch.equal(a, b)
+
+
+class WritesAFile:
+    """Unpickling it would create ``path``: a stand-in for code a checkpoint file can carry."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+@pytest.mark.parametrize("ckpt_path", ["last", "file"])
+def test_a_checkpoint_that_carries_code_is_refused(straight_run, tmp_path, monkeypatch, ckpt_path):
+    """``train.py fit --ckpt_path`` reads checkpoints with ``weights_only=True`` even where torch's
+    default is False (before torch 2.6, emulated here): the file's code never runs."""
+    _, root = straight_run
+    marker = tmp_path / "code-ran"
+    content = torch.load(root / "lightning_logs/version_0/checkpoints/last.ckpt", map_location="cpu", weights_only=True)
+    content["loops"]["note"] = WritesAFile(marker)
+    folder = tmp_path / "lightning_logs" / "version_0" / "checkpoints"
+    folder.mkdir(parents=True)
+    torch.save(content, folder / "last.ckpt")
+    real_load = torch.load
+
+    def load(*args, weights_only=None, **kwargs):
+        return real_load(*args, weights_only=False if weights_only is None else weights_only, **kwargs)
+
+    monkeypatch.setattr(torch, "load", load)
+    path = "last" if ckpt_path == "last" else str(folder / "last.ckpt")
+    with pytest.raises(pickle.UnpicklingError, match="Unsupported global"):
+        run_train("fit", *TINY, "--trainer.default_root_dir", str(tmp_path), "--ckpt_path", path)
+    assert not marker.exists()
+
+
+def test_checkpoints_are_read_with_weights_only_by_default(capsys):
+    config = print_config("fit", capsys=capsys)
+    assert config["weights_only"] is True
+    assert print_config("test", capsys=capsys)["weights_only"] is True
+
+
+def test_resume_removes_what_a_killed_run_left(tmp_path):
+    """A run killed after writing a best checkpoint, but before ``last.ckpt`` recorded it, and
+    in the middle of writing the plot: the resumed run removes both, and keeps at most
+    ``save_top_k`` best checkpoints."""
+    args = [*TINY, "--data.num_train", "64", "--trainer.default_root_dir", str(tmp_path)]
+    run_train("fit", *args, "--trainer.max_epochs", "1")
+    run_dir = tmp_path / "lightning_logs" / "version_0"
+    checkpoints = run_dir / "checkpoints"
+    (kept,) = checkpoints.glob("best-*.ckpt")
+    unlisted = checkpoints / "best-epoch=01-val_acc=0.9999.ckpt"
+    unlisted.write_bytes((checkpoints / "last.ckpt").read_bytes())
+    temporary = run_dir / ".metrics.png.k1ll3d.tmp"
+    temporary.write_bytes(PNG_MAGIC)
+    others = [checkpoints / "mine.ckpt", run_dir / ".other.png.k1ll3d.tmp"]  # not of these callbacks' names
+    for path in others:
+        path.write_bytes(b"keep")
+
+    resumed = run_train("fit", *args, "--trainer.max_epochs", "2", "--ckpt_path", "last")
+    best = sorted(checkpoints.glob("best-*.ckpt"))
+    assert len(best) == 1, best  # save_top_k=1
+    assert str(best[0]) == resumed.trainer.checkpoint_callback.best_model_path
+    assert not unlisted.exists() or best == [unlisted]
+    assert not temporary.exists() and not list(run_dir.glob(".metrics.png.*"))
+    assert all(path.read_bytes() == b"keep" for path in others)
+    assert kept.exists() == (kept in best)

@@ -1,6 +1,7 @@
 """The prediction command on a checkpoint of a tiny training run."""
 
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 from unittest import mock
@@ -118,3 +119,97 @@ def test_usage_errors(checkpoint, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--ckpt", str(tmp_path / "missing.ckpt"), "hello"])
     assert "does not exist" in capsys.readouterr().err
+
+
+class WritesAFile:
+    """Unpickling it would create ``path``: a stand-in for code a checkpoint file can carry."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+def with_the_old_weights_only_default(monkeypatch):
+    """``torch.load`` as before torch 2.6, where an unset ``weights_only`` meant False."""
+    real_load = torch.load
+
+    def load(*args, weights_only=None, **kwargs):
+        return real_load(*args, weights_only=False if weights_only is None else weights_only, **kwargs)
+
+    monkeypatch.setattr(torch, "load", load)
+
+
+def test_a_checkpoint_that_carries_code_is_refused(checkpoint, tmp_path, monkeypatch, capsys):
+    marker = tmp_path / "code-ran"
+    content = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    content["hyper_parameters"]["note"] = WritesAFile(marker)
+    evil = tmp_path / "evil.ckpt"
+    torch.save(content, evil)
+    shutil.copy(checkpoint.parent / "tokenizer.json", tmp_path / "tokenizer.json")
+    with_the_old_weights_only_default(monkeypatch)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--ckpt", str(evil), *TEXTS])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert str(evil) in err and "objects other than tensors and plain data" in err
+    assert not marker.exists()
+
+
+def damaged_checkpoints(checkpoint, folder):
+    data = checkpoint.read_bytes()
+    files = {
+        "empty": b"",
+        "truncated": data[: len(data) // 2],
+        "random": bytes(torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(0)).tolist()),
+    }
+    paths = {}
+    for name, content in files.items():
+        paths[name] = folder / f"{name}.ckpt"
+        paths[name].write_bytes(content)
+    paths["not a checkpoint"] = folder / "tensors.ckpt"
+    torch.save({"weights": torch.zeros(3)}, paths["not a checkpoint"])
+    other = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    other["state_dict"] = {"layer.weight": torch.zeros(2, 2)}
+    paths["another model"] = folder / "another.ckpt"
+    torch.save(other, paths["another model"])
+    return paths
+
+
+@pytest.mark.parametrize(
+    "kind, reason",
+    [
+        ("empty", "the file is empty"),
+        ("truncated", "damaged or cut short"),
+        ("random", "damaged or not a torch file"),
+        ("not a checkpoint", "expected a Lightning checkpoint with 'state_dict' and 'hyper_parameters'"),
+        ("another model", "do not fit the model"),
+    ],
+)
+def test_a_damaged_or_foreign_checkpoint_is_a_clear_error(checkpoint, tmp_path, capsys, kind, reason):
+    path = damaged_checkpoints(checkpoint, tmp_path)[kind]
+    shutil.copy(checkpoint.parent / "tokenizer.json", tmp_path / "tokenizer.json")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--ckpt", str(path), *TEXTS])
+    assert exit_info.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert f"{str(path)!r} is not a valid, complete checkpoint of SentimentClassifier" in line
+    assert reason in line
+
+
+def test_help_does_not_import_the_training_stack():
+    """``python -m torch_lstm_manual.predict --help`` parses its arguments before importing Lightning."""
+    code = (
+        "import runpy, sys\n"
+        "sys.argv = ['predict', '--help']\n"
+        "try:\n"
+        "    runpy.run_module('torch_lstm_manual.predict', run_name='__main__')\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code == 0, exc.code\n"
+        "print(sorted(name for name in ('torch', 'lightning', 'torchmetrics', 'tokenizers') if name in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            cwd=Path(__file__).resolve().parents[1])
+    assert "--ckpt" in result.stdout
+    assert result.stdout.strip().splitlines()[-1] == "[]"

@@ -1,7 +1,29 @@
 """A hand-derived LSTM for PyTorch: ``LSTMFunction`` and the drop-in ``LSTM`` module."""
 
-from .functional import LSTMFunction, lstm_layer
-from .lstm import LSTM, replace_lstms
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 __all__ = ["LSTM", "LSTMFunction", "lstm_layer", "replace_lstms"]
 __version__ = "0.1.0"
+
+# Imported on first use, so that commands such as ``python -m torch_lstm_manual.predict
+# --help`` answer without importing torch first.
+_EXPORTS = {"LSTMFunction": ".functional", "lstm_layer": ".functional", "LSTM": ".lstm", "replace_lstms": ".lstm"}
+
+if TYPE_CHECKING:
+    from .functional import LSTMFunction, lstm_layer
+    from .lstm import LSTM, replace_lstms
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import os
 import random
+import re
 import tempfile
 import zlib
 from pathlib import Path
@@ -30,8 +31,9 @@ class PlotMetrics(Callback):
     the run's log folder after every validation and training epoch (rank 0 only).
 
     The history is part of the checkpoint, so a resumed run plots every epoch.
-    The file is written under a temporary name and renamed, so a reader never
-    sees half a PNG.
+    The file is written under a temporary name (``.<filename>.<random>.tmp``) and
+    renamed, so a reader never sees half a PNG; the temporaries that a killed run
+    left in the folder are removed when fitting starts there again.
 
     Args:
         filename: name of the PNG inside the log folder.
@@ -52,6 +54,12 @@ class PlotMetrics(Callback):
             value = _scalar(trainer.callback_metrics.get(name))
             if value is not None:
                 row[name] = value
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        folder = self.plot_path(trainer).parent  # trainer.log_dir: a collective call under DDP, on every rank
+        if trainer.is_global_zero:
+            for stale in folder.glob(f"{glob_escape(temporary_prefix(self.filename))}*.tmp"):
+                stale.unlink(missing_ok=True)
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":
@@ -86,6 +94,16 @@ class PlotMetrics(Callback):
             write_plot(self.history, path)
 
 
+def temporary_prefix(filename: str) -> str:
+    """The start of the name of the temporary files that ``filename`` is written through."""
+    return f".{filename}."
+
+
+def glob_escape(text: str) -> str:
+    """``text`` as a literal in a ``Path.glob`` pattern."""
+    return re.sub(r"([*?\[])", r"[\1]", text)
+
+
 def write_plot(history: dict[int, dict[str, float]], path: str | os.PathLike) -> None:
     """Saves the curves of ``history`` (epoch -> metric -> value) as a PNG at ``path``, atomically."""
     import matplotlib
@@ -109,7 +127,7 @@ def write_plot(history: dict[int, dict[str, float]], path: str | os.PathLike) ->
         axes.grid(True, alpha=0.3)
         if axes.has_data():
             axes.legend()
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".png", dir=path.parent)
+    handle, temporary = tempfile.mkstemp(prefix=temporary_prefix(path.name), suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(handle, "wb") as file:
             figure.savefig(file, format="png", dpi=100)
@@ -117,6 +135,62 @@ def write_plot(history: dict[int, dict[str, float]], path: str | os.PathLike) ->
     except BaseException:
         os.unlink(temporary)
         raise
+
+
+class BestCheckpoints(ModelCheckpoint):
+    """``ModelCheckpoint`` that, when a run continues in its folder, first removes the
+    checkpoints of its own file name pattern that the restored state does not list.
+
+    ``ModelCheckpoint`` writes a new best checkpoint, then deletes the one it
+    replaces, and ``last.ckpt`` records the list afterwards: a run killed in between
+    leaves files that the checkpoint it resumes from does not know. Left there, they
+    are never deleted (and a repeated epoch writes its file again as ``...-v1.ckpt``),
+    so the folder would hold more than ``save_top_k`` of them. Files that do not
+    match ``filename`` (``last.ckpt``, other runs' names) are never touched, nor is
+    the folder of a checkpoint whose state was not restored (another ``dirpath``).
+
+    Its state is saved under ``ModelCheckpoint``'s key, so checkpoints written with
+    a plain ``ModelCheckpoint`` resume with their list of best files.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._restored_here = False
+
+    @property
+    def state_key(self) -> str:
+        return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self._restored_here = state_dict.get("dirpath", self.dirpath) == self.dirpath
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        restored, self._restored_here = self._restored_here, False
+        if not (restored and trainer.is_global_zero and self.dirpath and os.path.isdir(self.dirpath)):
+            return
+        listed = {*self.best_k_models, self.best_model_path, self.kth_best_model_path, self.last_model_path,
+                  trainer.ckpt_path}
+        listed = {os.path.realpath(path) for path in listed if path}
+        pattern = self.file_name_pattern()
+        for entry in os.scandir(self.dirpath):
+            if entry.is_file() and pattern.fullmatch(entry.name) and os.path.realpath(entry.path) not in listed:
+                os.remove(entry.path)
+
+    def file_name_pattern(self) -> re.Pattern:
+        """The names ``format_checkpoint_name`` gives this callback's checkpoints, as a regular
+        expression: the ``filename`` template with any value in each ``{...}``, then an
+        optional version suffix (``-v1``) and the extension."""
+        template = self.filename or "{epoch}" + self.CHECKPOINT_JOIN_CHAR + "{step}"
+        regex = ""
+        for part in re.split(r"(\{[^{}]*\})", template):
+            if part.startswith("{") and part.endswith("}"):
+                name = re.split(r"[:}]", part[1:], maxsplit=1)[0]
+                regex += (re.escape(name + self.CHECKPOINT_EQUALS_CHAR) if self.auto_insert_metric_name else "") + ".+?"
+            else:
+                regex += re.escape(part)
+        version = re.escape(self.CHECKPOINT_JOIN_CHAR) + r"v\d+"
+        return re.compile(f"{regex}(?:{version})?{re.escape(self.FILE_EXTENSION)}")
 
 
 class LastCheckpoint(ModelCheckpoint):
@@ -224,12 +298,15 @@ class ExactResume(Callback):
     """Makes a run resumed from an epoch-end checkpoint (``--ckpt_path last``)
     repeat the straight run, step for step.
 
-    * Before every training step it seeds ``torch``, ``random`` (and NumPy) from
-      the run's seed, the global step and the rank, so the random draws of a step
-      (dropout masks) do not depend on what ran before it in this process (a
-      resumed process never drew the earlier steps' numbers, and Lightning's
-      dataloader iterators draw a number when created, at different moments in a
-      resumed run).
+    * Before every training batch it seeds ``torch``, ``random`` (and NumPy) from
+      the run's seed, the epoch, the batch's index within the epoch and the rank,
+      so the random draws of a batch (dropout masks) do not depend on what ran
+      before it in this process (a resumed process never drew the earlier batches'
+      numbers, and Lightning's dataloader iterators draw a number when created, at
+      different moments in a resumed run). The batch, not the optimizer step:
+      under ``accumulate_grad_batches > 1`` the micro-batches of one step get
+      masks of their own. Epoch and batch index are part of the loop state a
+      checkpoint restores, so a resumed run seeds each batch as the straight run did.
     * At the start of every training epoch it calls ``set_epoch(epoch)`` on the
       train dataloader's batch sampler, when it has one (Lightning calls it only
       on ``dataloader.sampler`` and ``dataloader.batch_sampler.sampler``), so a
@@ -255,7 +332,8 @@ class ExactResume(Callback):
         seed = self.seed if self.seed is not None else os.environ.get("PL_GLOBAL_SEED")
         if seed is None:
             return
-        step_seed = zlib.crc32(f"{int(seed)}:{trainer.global_step}:{trainer.global_rank}".encode())
+        key = f"{int(seed)}:{trainer.current_epoch}:{batch_idx}:{trainer.global_rank}"
+        step_seed = zlib.crc32(key.encode())
         random.seed(step_seed)
         torch.manual_seed(step_seed)
         try:

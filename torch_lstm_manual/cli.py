@@ -7,20 +7,19 @@ any LightningCLI. The defaults here are the values of ``configs/default.yaml``.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from pathlib import Path
 
 from jsonargparse import Namespace
 from lightning.pytorch import LightningDataModule
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from .callbacks import ExactResume, LastCheckpoint, PlotMetrics, PredictionWriter, RunSummary
+from .callbacks import BestCheckpoints, ExactResume, LastCheckpoint, PlotMetrics, PredictionWriter, RunSummary
 from .classifier import SentimentClassifier
 
-SUBCOMMANDS = ("fit", "validate", "test", "predict")
 LOGS_NAME = "lightning_logs"
 
 DEFAULTS = {
@@ -54,7 +53,7 @@ def latest_run_with_last_checkpoint(root: Path) -> str | None:
 class SentimentCLI(LightningCLI):
     """LightningCLI for ``SentimentClassifier`` on any data module of ``torch_lstm_manual.data``.
 
-    Adds a configurable ``ModelCheckpoint`` (``--checkpoint.*``: the best by
+    Adds a configurable ``BestCheckpoints`` (``--checkpoint.*``: the best by
     ``val_acc``) and ``PlotMetrics`` (``--plot.*``), always writes ``last.ckpt``
     (``LastCheckpoint``) and ``predictions.csv`` (``PredictionWriter``), and links the data's
     ``vocab_size`` and ``num_classes`` to the model. With Lightning's default
@@ -67,12 +66,16 @@ class SentimentCLI(LightningCLI):
     Args:
         test_after_fit: after ``fit``, run ``test`` on the best checkpoint (what
             ``python train.py`` without a subcommand does).
+        fit_then_test_by_default: command lines (lists of strings) that name no
+            subcommand run ``fit`` with ``test_after_fit`` (``python train.py``).
         *args, **kwargs: those of ``LightningCLI``; the defaults here set the model,
             the data base class, the seed (42) and the always-on callbacks.
     """
 
-    def __init__(self, *args, test_after_fit: bool = False, **kwargs) -> None:
+    def __init__(self, *args, test_after_fit: bool = False, fit_then_test_by_default: bool = False,
+                 **kwargs) -> None:
         self.test_after_fit = test_after_fit
+        self.fit_then_test_by_default = fit_then_test_by_default
         kwargs.setdefault("model_class", SentimentClassifier)
         kwargs.setdefault("datamodule_class", LightningDataModule)
         kwargs.setdefault("subclass_mode_data", True)
@@ -85,19 +88,32 @@ class SentimentCLI(LightningCLI):
         super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(BestCheckpoints, "checkpoint")
         parser.add_lightning_class_args(PlotMetrics, "plot")
         parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.set_defaults(DEFAULTS)
+
+    def setup_parser(self, add_subcommands: bool, main_kwargs: dict, subparser_kwargs: dict) -> None:
+        super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
+        # Checkpoints hold tensors and plain data only: reading one with weights_only=True
+        # (torch's default since 2.6 only) never runs code that a file may carry.
+        for subcommand, arguments in getattr(self, "_subcommand_method_arguments", {}).items():
+            if "weights_only" in arguments:
+                self._subcommand_parsers[subcommand].set_defaults(weights_only=True)
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         # As LightningCLI's, without its warning about `args` next to `sys.argv`:
         # `main` passes the arguments it took from `sys.argv` on purpose.
         if isinstance(args, (dict, Namespace)):
             self.config = parser.parse_object(args)
-        else:
-            self.config = parser.parse_args(args)
+            return
+        if self.fit_then_test_by_default and args is not None:
+            args = list(args)
+            if subcommand_given(parser, args) is False:
+                args = ["fit", *args]
+                self.test_after_fit = True
+        self.config = parser.parse_args(args)
 
     def instantiate_trainer(self, **kwargs):
         trainer_config = self._get(self.config_init, "trainer", default={})
@@ -120,16 +136,54 @@ class SentimentCLI(LightningCLI):
             return
         checkpoint = self.trainer.checkpoint_callback
         best = getattr(checkpoint, "best_model_path", "") if checkpoint is not None else ""
-        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best" if best else None)
+        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best" if best else None,
+                          weights_only=True)
+
+
+def subcommand_given(parser: LightningArgumentParser, args: list[str]) -> bool | None:
+    """Whether ``args`` name a subcommand where ``parser`` (the CLI's main parser) expects one.
+
+    Reads ``args`` as the main parser does: its own options (``--config FILE``,
+    ``--print_config``, ``-h``) come first, and the first token that is not one of
+    them is the subcommand. True: that token names a subcommand; False: there is
+    none (no token left, or an option or value of a subcommand, such as
+    ``--data.train train``); None: only the main parser's options, among them
+    ``-h``/``--help``, which asks for the main help.
+    """
+    choices = parser._subcommands_action.choices if parser._subcommands_action is not None else {}
+    actions = parser._option_string_actions
+    print_config = getattr(parser, "_print_config", None)
+    asked_for_help = False
+    index = 0
+    while index < len(args):
+        token = args[index]
+        if not token.startswith("-") or token == "-":
+            return token in choices
+        if token == "--":
+            return index + 1 < len(args) and args[index + 1] in choices
+        name, has_value = token.split("=", 1)[0], "=" in token
+        if name not in actions and not token.startswith("--") and token[:2] in actions:
+            name, has_value = token[:2], True  # a short option with its value attached: -cconfig.yaml
+        action = actions.get(name)
+        if action is None:
+            return False  # an option of a subcommand: none was given before it
+        if isinstance(action, argparse._HelpAction):
+            asked_for_help = True
+        nargs = action.nargs
+        if has_value or nargs in (0, "?", "*") or name == print_config:
+            index += 1
+        else:
+            index += 1 + (1 if nargs is None else int(nargs) if isinstance(nargs, int) else 1)
+    return None if asked_for_help else False
 
 
 def main(args: list[str] | None = None) -> SentimentCLI:
     """Runs the command line ``args`` (default ``sys.argv[1:]``).
 
     Without a subcommand it is ``fit`` followed by ``test`` of the best checkpoint.
+    Whether one was given is decided by the CLI's own parser (the first token after
+    its own options), so option values such as folder names never count as one.
     Returns the CLI, whose ``trainer``, ``model`` and ``datamodule`` hold the run.
     """
     argv = sys.argv[1:] if args is None else list(args)
-    if any(arg in SUBCOMMANDS for arg in argv) or argv in (["-h"], ["--help"]):
-        return SentimentCLI(args=argv)
-    return SentimentCLI(args=["fit", *argv], test_after_fit=True)
+    return SentimentCLI(args=argv, fit_then_test_by_default=True)

@@ -12,17 +12,21 @@ tokenizer and label names are the ones the training run saved (``tokenizer.json`
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-import torch
-
-from .classifier import SentimentClassifier
+if TYPE_CHECKING:  # torch and Lightning are imported when a model is loaded, not to parse the arguments
+    from .classifier import SentimentClassifier
 
 TOKENIZER_FILE = "tokenizer.json"
+
+
+class CheckpointError(ValueError):
+    """A file that is not a complete, loadable checkpoint of ``SentimentClassifier``."""
 
 
 @dataclass
@@ -50,10 +54,74 @@ def find_artifacts(ckpt_path: str | os.PathLike, levels: int = 2) -> Path:
 
 
 def load_model(ckpt_path: str | os.PathLike) -> SentimentClassifier:
-    """The classifier of a checkpoint, on the CPU, in eval mode."""
-    if not Path(ckpt_path).is_file():
+    """The classifier of a checkpoint, on the CPU, in eval mode.
+
+    The file is read with ``weights_only=True``: tensors and plain data only, so
+    loading never runs code that a file may carry in its pickled objects.
+
+    Raises:
+        FileNotFoundError: there is no such file.
+        CheckpointError: the file is empty, truncated, not a torch file, holds
+            objects other than tensors and plain data, or is not a checkpoint of
+            ``SentimentClassifier``.
+    """
+    import pickle
+
+    import torch
+
+    from .classifier import SentimentClassifier
+
+    path = Path(ckpt_path)
+    if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(ckpt_path)!r} does not exist")
-    return SentimentClassifier.load_from_checkpoint(ckpt_path, map_location="cpu").eval()
+    data = path.read_bytes()
+
+    def invalid(what: str) -> CheckpointError:
+        return CheckpointError(f"{str(ckpt_path)!r} is not a valid, complete checkpoint of SentimentClassifier: {what}")
+
+    if not data:
+        raise invalid("the file is empty")
+    try:
+        checkpoint = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        detail = _unpickler_detail(exc)
+        if "Unsupported global" in detail:
+            raise invalid(
+                f"it holds objects other than tensors and plain data, which could run code when loaded, "
+                f"and was not loaded ({detail})"
+            ) from exc
+        raise invalid(f"it cannot be read, the file is damaged or not a torch file ({detail})") from exc
+    except Exception as exc:  # a truncated or foreign file: RuntimeError, EOFError, IndexError, ...
+        raise invalid(f"it cannot be read, the file is damaged or cut short ({type(exc).__name__}: "
+                      f"{_first_line(exc)})") from exc
+    hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict) or not isinstance(
+        hparams, dict
+    ) or "vocab_size" not in hparams:
+        found = sorted(map(str, checkpoint)) if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise invalid(f"expected a Lightning checkpoint with 'state_dict' and 'hyper_parameters' (vocab_size, ...), "
+                      f"got {found}")
+    try:
+        model = SentimentClassifier.load_from_checkpoint(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except (RuntimeError, KeyError, TypeError, ValueError) as exc:  # other weights, other hyperparameters
+        raise invalid(f"its weights or hyperparameters do not fit the model ({type(exc).__name__}: "
+                      f"{_first_line(exc)})") from exc
+    return model.eval()
+
+
+def _unpickler_detail(exc: BaseException) -> str:
+    """The reason ``torch.load(weights_only=True)`` gives after its general advice."""
+    text, marker = str(exc), "WeightsUnpickler error:"
+    if marker in text:
+        lines = [line.strip() for line in text.split(marker, 1)[1].splitlines() if line.strip()]
+        if lines:
+            return lines[0].split(". ")[0]
+    return f"{type(exc).__name__}: {_first_line(exc)}"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else "no message"
 
 
 def predict(
@@ -76,6 +144,8 @@ def predict(
             two come from different runs), or the label names do not match the
             model's number of classes.
     """
+    import torch
+
     from .data import check_vocab_compatible, load_encoder  # the data side, only when predicting
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
