@@ -5,14 +5,15 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-__all__ = ["LSTM", "LSTMFunction", "lstm_layer", "replace_lstms"]
+__all__ = ["LSTM", "LSTMCell", "LSTMFunction", "lstm_layer", "replace_lstms"]
 __version__ = "0.1.0"
 
 # Imported on first use, so that commands such as ``python -m torch_lstm_manual.predict
 # --help`` answer without importing torch first.
-_EXPORTS = {"LSTMFunction": ".functional", "lstm_layer": ".functional", "LSTM": ".lstm", "replace_lstms": ".lstm"}
+_EXPORTS = {"LSTMFunction": ".functional", "lstm_layer": ".functional", "LSTM": ".lstm", "replace_lstms": ".lstm", "LSTMCell": ".cell"}
 
 if TYPE_CHECKING:
+    from .cell import LSTMCell
     from .functional import LSTMFunction, lstm_layer
     from .lstm import LSTM, replace_lstms
 
