@@ -174,6 +174,8 @@ class LSTMCell(nn.Module):
         w_ih = self.weight_ih
         if input.shape[1] != self.input_size:
             raise RuntimeError(f"input has inconsistent input_size: got {input.shape[1]}, expected {self.input_size}")
+        if input.device != w_ih.device:
+            raise RuntimeError(f"input must be on the parameters' device {w_ih.device}, got {input.device}")
         device_type = input.device.type
         autocast = torch.is_autocast_enabled(device_type)
         if input.dtype != w_ih.dtype and not autocast:
@@ -181,8 +183,6 @@ class LSTMCell(nn.Module):
                 f"LSTMCell input dtype ({input.dtype}) does not match weight dtype ({w_ih.dtype}). "
                 f"Convert input: input.to({w_ih.dtype}), or convert model: model.to({input.dtype})"
             )
-        if input.device != w_ih.device:
-            raise RuntimeError(f"input must be on the parameters' device {w_ih.device}, got {input.device}")
         if hx is None:
             h0 = c0 = input.new_zeros(input.shape[0], self.hidden_size)  # (B, H); never written to
         else:
@@ -205,24 +205,16 @@ class LSTMCell(nn.Module):
 
 
 def _autocast(x, h0, c0, weights, device_type):
-    """Cast as autocast casts the arguments of an op it runs in lower precision:
-    every floating tensor on the autocast device but a float64 one goes to the
-    autocast dtype (as :meth:`LSTM._autocast <torch_lstm_manual.lstm.LSTM._autocast>`)."""
-    dtype = torch.get_autocast_dtype(device_type)
+    """The step under autocast, in the dtype ``torch.nn.LSTMCell`` returns there.
 
-    def cast(t):
-        eligible = t is not None and t.is_floating_point() and t.dtype != torch.float64 and t.device.type == device_type
-        return t.to(dtype) if eligible else t
-
-    x, h0, c0 = cast(x), cast(h0), cast(c0)
-    weights = tuple(cast(w) for w in weights)
-    named = [("hx[0]", h0), ("hx[1]", c0)] + [
-        (name, w) for name, w in zip(("weight_ih", "weight_hh", "bias_ih", "bias_hh"), weights) if w is not None
-    ]
-    for name, t in named:
-        if t.dtype != x.dtype:
-            raise RuntimeError(
-                f"Under autocast to {dtype}, which casts every floating tensor but float64 ones, the input "
-                f"is {x.dtype} and {name} is {t.dtype}: expected one dtype for the input, hx and the parameters"
-            )
+    ``torch.nn.LSTMCell`` runs its two products as autocast runs ``linear`` (in
+    the autocast dtype) and the rest elementwise, so its states come out in the
+    dtype that the autocast dtype and ``c_0``'s promote to (float32 for a
+    float32 state under bfloat16). The step runs in that dtype here, every
+    tensor cast to it; the products are not lowered, so the results are those
+    of nn.LSTMCell without the rounding of the gates to the autocast dtype.
+    """
+    dtype = torch.promote_types(torch.get_autocast_dtype(device_type), c0.dtype)
+    x, h0, c0 = x.to(dtype), h0.to(dtype), c0.to(dtype)
+    weights = tuple(None if w is None else w.to(dtype) for w in weights)
     return x, h0, c0, weights
