@@ -2,6 +2,7 @@
 
     python benchmarks/cell_speed.py              # B = 64 and B = 1, about a minute
     python benchmarks/cell_speed.py --profile    # and where the time of one of our loops goes
+    python benchmarks/cell_speed.py --threads 1  # one thread (a machine shared with other work)
 
 A cell is called in a Python loop (decoders, attention, custom recurrences), so
 the case is such a loop: 200 steps of ``h, c = cell(x_t, (h, c))``, I = H = 128,
@@ -118,7 +119,10 @@ def main():
     parser.add_argument("--budget", type=float, default=8.0, help="seconds of rounds per batch size and mode")
     parser.add_argument("--max-rounds", type=int, default=30)
     parser.add_argument("--profile", action="store_true", help="also profile one training loop of ours")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     native = resolve_backend("auto", torch.zeros(1)) == "native"
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, native loops: {native}")
