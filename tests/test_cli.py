@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from torch_lstm_manual.cli import main
+from torch_lstm_manual.sentiment.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -155,7 +155,7 @@ def test_default_yaml_is_what_train_py_uses(capsys):
     builtin = print_config("fit", capsys=capsys)
     from_file = print_config("fit", "--config", str(CONFIGS / "default.yaml"), capsys=capsys)
     assert from_file == builtin
-    assert builtin["data"]["class_path"] == "torch_lstm_manual.data.SyntheticDataModule"
+    assert builtin["data"]["class_path"] == "torch_lstm_manual.sentiment.data.SyntheticDataModule"
     assert builtin["seed_everything"] == 42
     assert builtin["checkpoint"]["monitor"] == "val_acc" and builtin["checkpoint"]["save_last"] is False
 
@@ -170,7 +170,7 @@ def test_default_yaml_is_what_train_py_uses(capsys):
 )
 def test_imdb_configs_parse(name, expected, capsys):
     config = print_config("fit", "--config", str(CONFIGS / name), "--data.archive", "/some/aclImdb_v1.tar.gz", capsys=capsys)
-    assert config["data"]["class_path"] == "torch_lstm_manual.data.IMDBDataModule"
+    assert config["data"]["class_path"] == "torch_lstm_manual.sentiment.data.IMDBDataModule"
     data, model = config["data"]["init_args"], config["model"]
     assert data["archive"] == "/some/aclImdb_v1.tar.gz" and data["data_dir"] is None
     for key, value in expected.items():
@@ -256,7 +256,7 @@ def test_option_values_are_not_taken_for_subcommands(tmp_path, monkeypatch):
     ],
 )
 def test_subcommand_is_found_where_the_parser_expects_it(main_parser, args, expected):
-    from torch_lstm_manual.cli import subcommand_given
+    from torch_lstm_manual.sentiment.cli import subcommand_given
 
     assert subcommand_given(main_parser, args) is expected
 
@@ -264,7 +264,7 @@ def test_subcommand_is_found_where_the_parser_expects_it(main_parser, args, expe
 @pytest.fixture(scope="module")
 def main_parser():
     """The main parser of ``SentimentCLI`` (the one that holds the subcommands)."""
-    from torch_lstm_manual.cli import SentimentCLI
+    from torch_lstm_manual.sentiment.cli import SentimentCLI
 
     class Probe(SentimentCLI):
         def parse_arguments(self, parser, args):
@@ -281,7 +281,7 @@ def test_micro_batches_of_one_step_get_their_own_dropout_masks():
     import lightning.pytorch as pl
     from torch.utils.data import DataLoader, TensorDataset
 
-    from torch_lstm_manual.callbacks import ExactResume
+    from torch_lstm_manual.sentiment.callbacks import ExactResume
 
     class Masks(pl.LightningModule):
         def __init__(self):

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from torch_lstm_manual import baseline
-from torch_lstm_manual.data import SyntheticDataModule, load_encoder
-from torch_lstm_manual.data.corpus import (
+from torch_lstm_manual.sentiment.data import SyntheticDataModule, load_encoder
+from torch_lstm_manual.sentiment.data.corpus import (
     CONTRAST,
     NEGATIVE,
     NEGATORS,
@@ -17,7 +17,7 @@ from torch_lstm_manual.data.corpus import (
     generate_corpus,
     max_example_length,
 )
-from torch_lstm_manual.data.text import UNK_ID
+from torch_lstm_manual.sentiment.data.text import UNK_ID
 
 
 def bag_of_words_accuracy(train, test):

@@ -9,8 +9,8 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
-from torch_lstm_manual.classifier import SentimentClassifier
-from torch_lstm_manual.data import SyntheticDataModule
+from torch_lstm_manual.sentiment.classifier import SentimentClassifier
+from torch_lstm_manual.sentiment.data import SyntheticDataModule
 
 pytestmark = pytest.mark.slow
 

@@ -9,9 +9,9 @@ from unittest import mock
 import pytest
 import torch
 
-from torch_lstm_manual.cli import main as train
-from torch_lstm_manual.data.text import TextEncoder, save_artifacts, tokenizer_from_words
-from torch_lstm_manual.predict import find_artifacts, main, predict
+from torch_lstm_manual.sentiment.cli import main as train
+from torch_lstm_manual.sentiment.data.text import TextEncoder, save_artifacts, tokenizer_from_words
+from torch_lstm_manual.sentiment.predict import find_artifacts, main, predict
 
 TEXTS = ["the plot was great", "the acting was not good", "the film was dull , but the cast was superb"]
 
@@ -57,8 +57,8 @@ def test_file_with_one_review_per_line(checkpoint, tmp_path, capsys):
 
 def test_predictions_match_the_model_and_ignore_batching(checkpoint):
     """Each text's probabilities are the model's softmax on it alone, whatever else shares its batch."""
-    from torch_lstm_manual.classifier import SentimentClassifier
-    from torch_lstm_manual.data import load_encoder
+    from torch_lstm_manual.sentiment.classifier import SentimentClassifier
+    from torch_lstm_manual.sentiment.data import load_encoder
 
     together = predict(TEXTS, checkpoint, batch_size=3)
     model = SentimentClassifier.load_from_checkpoint(checkpoint, map_location="cpu").eval()
@@ -199,12 +199,12 @@ def test_a_damaged_or_foreign_checkpoint_is_a_clear_error(checkpoint, tmp_path, 
 
 
 def test_help_does_not_import_the_training_stack():
-    """``python -m torch_lstm_manual.predict --help`` parses its arguments before importing Lightning."""
+    """``python -m torch_lstm_manual.sentiment.predict --help`` parses its arguments before importing Lightning."""
     code = (
         "import runpy, sys\n"
         "sys.argv = ['predict', '--help']\n"
         "try:\n"
-        "    runpy.run_module('torch_lstm_manual.predict', run_name='__main__')\n"
+        "    runpy.run_module('torch_lstm_manual.sentiment.predict', run_name='__main__')\n"
         "except SystemExit as exc:\n"
         "    assert exc.code == 0, exc.code\n"
         "print(sorted(name for name in ('torch', 'lightning', 'torchmetrics', 'tokenizers') if name in sys.modules))\n"
