@@ -62,7 +62,10 @@ def test_fit_then_test_and_artifacts(straight_run, capsys):
     best = Path(trainer.checkpoint_callback.best_model_path)
     assert best.parent == checkpoints and best.name.startswith("best-") and best.is_file()
     assert (checkpoints / "last.ckpt").is_file()
-    assert (checkpoints / "tokenizer.json").is_file() and (checkpoints / "labels.json").is_file()
+    for path in (best, checkpoints / "last.ckpt"):  # each carries the tokenizer and the label names
+        state = torch.load(path, map_location="cpu", weights_only=True)["SyntheticDataModule"]
+        assert state["tokenizer"] == cli.datamodule.encoder.tokenizer.to_str()
+        assert state["class_names"] == cli.datamodule.class_names
     assert list(run_dir.glob("events.out.tfevents.*")) and (run_dir / "config.yaml").is_file()
 
     plot = run_dir / "metrics.png"
