@@ -22,8 +22,8 @@ import time
 
 import torch
 
-from torch_lstm_manual.classifier import SentimentClassifier
-from torch_lstm_manual.data import IMDBDataModule, SyntheticDataModule
+from torch_lstm_manual.sentiment.classifier import SentimentClassifier
+from torch_lstm_manual.sentiment.data import IMDBDataModule, SyntheticDataModule
 
 
 def make_data(args):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from torch_lstm_manual.classifier import SentimentClassifier, warmup_cosine
+from torch_lstm_manual.sentiment.classifier import SentimentClassifier, warmup_cosine
 
 VOCAB = 50
 
@@ -146,7 +146,7 @@ def test_short_run_on_builtin_corpus_beats_chance():
     """Two epochs on 1000 contrast sentences ("the plot was dull , but the acting was superb"):
     a bag of words is at chance on them (swapping the clauses flips the label), so
     accuracy well above 50 % means the LSTM reads the order."""
-    from torch_lstm_manual.data import SyntheticDataModule
+    from torch_lstm_manual.sentiment.data import SyntheticDataModule
 
     pl.seed_everything(0, verbose=False)
     data = SyntheticDataModule(

@@ -5,7 +5,7 @@ import tarfile
 
 import pytest
 
-from torch_lstm_manual.data.archive import (
+from torch_lstm_manual.sentiment.data.archive import (
     ArchiveTooLargeError, CorruptArchiveError, check_members, extract,
 )
 

@@ -5,8 +5,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from torch_lstm_manual.data import SyntheticDataModule
-from torch_lstm_manual.data.batching import BucketBatchSampler, EncodedDataset, collate_batch
+from torch_lstm_manual.sentiment.data import SyntheticDataModule
+from torch_lstm_manual.sentiment.data.batching import BucketBatchSampler, EncodedDataset, collate_batch
 
 
 def random_lengths(count, seed=0):

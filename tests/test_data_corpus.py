@@ -6,9 +6,9 @@ from collections import Counter
 import pytest
 import torch
 
-from torch_lstm_manual import baseline
-from torch_lstm_manual.data import SyntheticDataModule, load_encoder
-from torch_lstm_manual.data.corpus import (
+from torch_lstm_manual.sentiment import baseline
+from torch_lstm_manual.sentiment.data import SyntheticDataModule, load_encoder
+from torch_lstm_manual.sentiment.data.corpus import (
     CONTRAST,
     NEGATIVE,
     NEGATORS,
@@ -17,7 +17,7 @@ from torch_lstm_manual.data.corpus import (
     generate_corpus,
     max_example_length,
 )
-from torch_lstm_manual.data.text import UNK_ID
+from torch_lstm_manual.sentiment.data.text import UNK_ID
 
 
 def bag_of_words_accuracy(train, test):
@@ -144,3 +144,28 @@ def test_baseline_command_reports_the_default_corpus(capsys):
     line = capsys.readouterr().out.strip()
     assert line.startswith("bag of words, built-in corpus (4000 train, 500 test): test accuracy ")
     assert float(line.rsplit(" ", 1)[1]) < 0.70
+
+
+def test_the_tokenizer_and_labels_travel_in_the_state():
+    """``state_dict`` (stored in each checkpoint) and ``load_state_dict`` (after ``setup``)."""
+    from torch_lstm_manual.sentiment.data.text import TextEncoder, encoder_state, tokenizer_from_words
+
+    data = SyntheticDataModule(num_train=16, num_val=8, num_test=8, max_length=64)
+    state = data.state_dict()
+    assert state["class_names"] == ["negative", "positive"]
+    assert state["tokenizer"] == data.encoder.tokenizer.to_str()
+    restored = SyntheticDataModule(num_train=16, num_val=8, num_test=8, max_length=64)
+    restored.setup("fit")
+    words = [f"x{word}" for word in corpus_vocabulary()[1:]]  # a tokenizer of the same size, other words
+    restored.load_state_dict(encoder_state(TextEncoder(tokenizer_from_words(words, 64), ["negative", "positive"])))
+    assert restored.encoder.vocab_size == data.encoder.vocab_size - 1
+    assert restored.encoder.encode_ids(["good"]) != data.encoder.encode_ids(["good"])
+    texts, _ = restored.generate()
+    assert restored.train_set[0][0].tolist() == restored.encoder.encode_ids([texts[16]])[0]  # encoded again
+
+    with pytest.raises(ValueError, match=r"label names \['bad', 'good'\] are not those of SyntheticDataModule"):
+        restored.load_state_dict({**state, "class_names": ["bad", "good"]})
+    with pytest.raises(ValueError, match="holds no tokenizer"):
+        restored.load_state_dict({"something": "else"})
+    with pytest.raises(ValueError, match="not a valid tokenizers JSON string"):
+        restored.load_state_dict({**state, "tokenizer": "{"})

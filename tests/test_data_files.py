@@ -7,8 +7,8 @@ import re
 import pytest
 import torch
 
-from torch_lstm_manual.cli import main
-from torch_lstm_manual.data import TextFilesDataModule, load_encoder
+from torch_lstm_manual.sentiment.cli import main
+from torch_lstm_manual.sentiment.data import TextFilesDataModule, load_encoder
 
 ROWS = [
     ("A good film, truly good.", "pos"),

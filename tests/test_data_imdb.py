@@ -22,14 +22,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from torch_lstm_manual.data import IMDBDataModule
-from torch_lstm_manual.cli import main
-from torch_lstm_manual.data import archive as archive_module
-from torch_lstm_manual.data import imdb as imdb_module
-from torch_lstm_manual.data.archive import (
+from torch_lstm_manual.sentiment.data import IMDBDataModule
+from torch_lstm_manual.sentiment.cli import main
+from torch_lstm_manual.sentiment.data import archive as archive_module
+from torch_lstm_manual.sentiment.data import imdb as imdb_module
+from torch_lstm_manual.sentiment.data.archive import (
     ChecksumError, CorruptArchiveError, DownloadError, UnsafeArchiveError, download,
 )
-from torch_lstm_manual.data.text import load_tokenizer
+from torch_lstm_manual.sentiment.data.text import load_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -391,7 +391,7 @@ STALLED_REPLY = b"HTTP/1.0 200 OK\r\nContent-Length: 10000000\r\n\r\n" + b"x" * 
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="POSIX signals")
 def test_sigterm_during_a_download_removes_the_partial_file(tmp_path, stalling):
     server = stalling(reply=STALLED_REPLY)
-    script = "import sys; from torch_lstm_manual.data.archive import download; download(sys.argv[1], sys.argv[2], None)"
+    script = "import sys; from torch_lstm_manual.sentiment.data.archive import download; download(sys.argv[1], sys.argv[2], None)"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     process = subprocess.Popen([sys.executable, "-c", script, server.url(), str(tmp_path / "dl" / ARCHIVE)], env=env)
     try:
@@ -558,3 +558,25 @@ def test_a_damaged_extraction_is_named(tmp_path, archive):
     with pytest.raises(ValueError, match=f"test/neg holds no .txt reviews.*Remove {extracted} to have the archive "
                                          f"extracted again"):
         data.setup("fit")
+
+
+def test_a_checkpoint_tokenizer_replaces_the_cached_one(tmp_path, archive, closed_url):
+    """``load_state_dict`` (a checkpoint being loaded) after ``setup``: the splits are encoded again
+    with the checkpoint's tokenizer; the cache, which holds another tokenizer's ids, is left as it is."""
+    trained = module(tmp_path / "cache", archive=str(archive), url=closed_url, sha256=None, min_frequency=1)
+    trained.prepare_data()
+    trained.setup("test")
+    other = module(tmp_path / "cache", archive=str(archive), url=closed_url, sha256=None, min_frequency=2)
+    other.prepare_data()
+    other.setup("test")
+    assert other.encoder.tokenizer.to_str() != trained.encoder.tokenizer.to_str()
+    cached = sorted((tmp_path / "cache" / "encoded").rglob("*"))
+    stamps = {path: path.stat().st_mtime_ns for path in cached}
+
+    other.load_state_dict(trained.state_dict())
+    assert other.encoder.tokenizer.to_str() == trained.encoder.tokenizer.to_str()
+    for split in ("train_set", "val_set", "test_set"):
+        assert decoded(other, getattr(other, split)) == decoded(trained, getattr(trained, split))
+        assert torch.equal(getattr(other, split).labels, getattr(trained, split).labels)
+    assert sorted((tmp_path / "cache" / "encoded").rglob("*")) == cached
+    assert {path: path.stat().st_mtime_ns for path in cached} == stamps

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from torch_lstm_manual.data.text import (
+from torch_lstm_manual.sentiment.data.text import (
     PAD_ID,
     UNK_ID,
     TextEncoder,

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 __all__ = ["LSTM", "LSTMCell", "LSTMFunction", "lstm_layer", "replace_lstms"]
 __version__ = "0.1.0"
 
-# Imported on first use, so that commands such as ``python -m torch_lstm_manual.predict
+# Imported on first use, so that commands such as ``python -m torch_lstm_manual.sentiment.predict
 # --help`` answer without importing torch first.
 _EXPORTS = {"LSTMFunction": ".functional", "lstm_layer": ".functional", "LSTM": ".lstm", "replace_lstms": ".lstm", "LSTMCell": ".cell"}
 

@@ -156,6 +156,7 @@ class IMDBDataModule(TextDataModule):
         self.min_frequency = check_int("min_frequency", min_frequency, 1)
         self.val_fraction = check_fraction("val_fraction", val_fraction)
         self._digests: dict[tuple, str] = {}
+        self._cache_usable = True  # whether the cached splits hold the ids of the tokenizer in use
 
     @property
     def vocab_size(self) -> int:
@@ -306,7 +307,20 @@ class IMDBDataModule(TextDataModule):
     def _setup_fit(self, root: Path, cache: Path) -> None:
         stored = self._load(cache / "fit.pt")
         self.encoder = None if stored is None else self._load_encoder(cache / TOKENIZER_FILE)
-        if self.encoder is None:  # fit.pt holds the ids of this tokenizer: both are built again
+        restored = self.checkpoint_encoder
+        self._cache_usable = restored is None or (
+            self.encoder is not None and self.encoder.tokenizer.to_str() == restored.tokenizer.to_str()
+        )
+        if not self._cache_usable:  # the cache holds the ids of another tokenizer than the checkpoint's
+            texts, labels = read_split(root, "train")
+            train, val = split_indices(labels, self.val_fraction, self.seed)
+            self.encoder = restored
+            rows = self.encoder.encode_ids(texts)
+            stored = {
+                name: EncodedDataset.from_rows([rows[i] for i in part], [labels[i] for i in part]).state()
+                for name, part in (("train", train), ("val", val))
+            }
+        elif self.encoder is None:  # fit.pt holds the ids of this tokenizer: both are built again
             texts, labels = read_split(root, "train")
             train, val = split_indices(labels, self.val_fraction, self.seed)
             tokenizer = train_tokenizer(
@@ -324,11 +338,12 @@ class IMDBDataModule(TextDataModule):
         self.val_set = EncodedDataset(**stored["val"])
 
     def _setup_test(self, root: Path, cache: Path) -> None:
-        stored = self._load(cache / "test.pt")
+        stored = self._load(cache / "test.pt") if self._cache_usable else None
         if stored is None:
             texts, labels = read_split(root, "test")
             stored = EncodedDataset.from_rows(self.encoder.encode_ids(texts), labels).state()
-            atomic_torch_save(cache / "test.pt", stored)
+            if self._cache_usable:
+                atomic_torch_save(cache / "test.pt", stored)
         self.test_set = EncodedDataset(**stored)
 
     def setup(self, stage: str | None = None) -> None:

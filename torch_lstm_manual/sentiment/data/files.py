@@ -58,7 +58,7 @@ class TextFilesDataModule(TextDataModule):
     column (field), or a folder with one subfolder of ``.txt`` files per label
     (the subfolder name is the label). Labels map to class indices in sorted order
     (numeric order when all are integers) unless ``labels`` gives the order; the
-    mapping is saved as ``labels.json`` by ``save_artifacts``. The vocabulary is
+    mapping travels in the checkpoints with the tokenizer (``state_dict``). The vocabulary is
     built from the training part only.
 
     Labels are compared as exact strings, surrounding whitespace removed. When they
@@ -162,6 +162,14 @@ class TextFilesDataModule(TextDataModule):
             self._labels = names
         return list(self._labels)
 
+    def use_class_names(self, names: list[str]) -> None:
+        """Takes the label names of a checkpoint: the class indices are the model's. With
+        ``labels`` given they must be the same; read from the training file, the
+        checkpoint's names replace them (a label of the data it does not name is an error)."""
+        if self.hparams.labels is not None:
+            super().use_class_names(names)
+        self._labels = list(names)
+
     def _read(self, split: str) -> Examples:
         if split not in self._examples:
             self._examples[split] = read_examples(
@@ -202,11 +210,14 @@ class TextFilesDataModule(TextDataModule):
                 train_part, val_part = split_indices(train_labels, self.val_fraction, self.seed)
             if "test" in self.paths:  # read and checked now: a bad test file fails before training
                 self._indices(self._read("test"))
-            tokenizer = train_tokenizer(
-                (train.texts[i] for i in train_part), self.vocab_size, self.min_frequency, self.max_length,
-                self.max_token_length,
-            )
-            self.encoder = TextEncoder(tokenizer, self.class_names)
+            if self.checkpoint_encoder is not None:  # the tokenizer the model was trained with
+                self.encoder = self.checkpoint_encoder
+            else:
+                tokenizer = train_tokenizer(
+                    (train.texts[i] for i in train_part), self.vocab_size, self.min_frequency, self.max_length,
+                    self.max_token_length,
+                )
+                self.encoder = TextEncoder(tokenizer, self.class_names)
             self.train_set = self._encode("train", train_part)
             self.val_set = self._encode("train", val_part) if val_part is not None else self._encode("val")
         if stage in ("test", None) and "test" in self.paths and self.test_set is None:

@@ -1,6 +1,6 @@
 """A bag-of-words baseline: logistic regression on word counts.
 
-    python -m torch_lstm_manual.baseline        # on the splits of python train.py's built-in corpus
+    python -m torch_lstm_manual.sentiment.baseline        # on the splits of python train.py's built-in corpus
 
 It sees which words a text holds, never their order, so it falls short on the
 built-in corpus, whose labels turn on negation and on the clause after "but",

@@ -1,7 +1,7 @@
 """``SentimentClassifier``: embedding -> LSTM over the packed reviews -> linear head.
 
 Every batch is ``(tokens, lengths, labels)`` as the data modules of
-``torch_lstm_manual.data`` yield it: tokens (B, T) padded with 0, lengths (B,)
+``torch_lstm_manual.sentiment.data`` yield it: tokens (B, T) padded with 0, lengths (B,)
 on the CPU, labels (B,) (-1 where unknown). The reviews are packed, so no step of
 the LSTM runs on padding. A review is represented by the final hidden state
 ``h_n`` of the last layer (both directions side by side when bidirectional), or
@@ -11,7 +11,6 @@ by the maximum or mean of the last layer's outputs over the review's own steps.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Literal
 
 import torch
@@ -124,7 +123,7 @@ class SentimentClassifier(LightningModule):
         self.save_hyperparameters()
 
         if lstm_impl == "manual":
-            from .lstm import LSTM  # the core, imported only when used
+            from torch_lstm_manual import LSTM  # the core, imported only when used
         else:
             LSTM = nn.LSTM
         # The LSTM checks hidden_size, num_layers, proj_size and dropout with nn.LSTM's own messages.
@@ -228,24 +227,3 @@ class SentimentClassifier(LightningModule):
                 optimizer, lambda step: warmup_cosine(step, total_steps, warmup_steps)
             )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-    # ------------------------------------------------------------------
-    # Artifacts
-
-    def artifacts_dir(self) -> Path | None:
-        """Where the tokenizer and labels of this run go: the checkpoint folder, else
-        the logger's folder; None for a run that keeps neither checkpoints nor logs."""
-        callback = self.trainer.checkpoint_callback
-        if callback is not None and getattr(callback, "dirpath", None):
-            return Path(callback.dirpath)
-        return Path(self.trainer.log_dir) if self.trainer.loggers and self.trainer.log_dir else None
-
-    def on_fit_start(self) -> None:
-        """Saves the data module's tokenizer and labels next to the checkpoints
-        (rank 0 only), so that prediction uses the training vocabulary."""
-        datamodule = getattr(self.trainer, "datamodule", None)
-        save = getattr(datamodule, "save_artifacts", None)
-        directory = self.artifacts_dir()
-        if callable(save) and directory is not None and self.trainer.is_global_zero:
-            directory.mkdir(parents=True, exist_ok=True)
-            save(directory)

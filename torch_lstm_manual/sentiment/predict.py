@@ -1,12 +1,13 @@
 """Sentiment of raw texts with a trained checkpoint.
 
-    python -m torch_lstm_manual.predict --ckpt path/to/best.ckpt "a great movie" "boring and dull"
-    python -m torch_lstm_manual.predict --ckpt path/to/best.ckpt --file reviews.txt   # one review per line
+    python -m torch_lstm_manual.sentiment.predict --ckpt path/to/best.ckpt "a great movie" "boring and dull"
+    python -m torch_lstm_manual.sentiment.predict --ckpt path/to/best.ckpt --file reviews.txt   # one review per line
 
 prints, for each text, the predicted label, its probability and the text. The
-tokenizer and label names are the ones the training run saved (``tokenizer.json``,
-``labels.json``): next to the checkpoint, or one or two folders above it, or in
-``--artifacts``.
+tokenizer and label names are the ones the checkpoint carries (its data module's
+state): the checkpoint file is all it needs. Checkpoints written before they
+travelled inside it have none; for those, ``--artifacts`` names the folder with the
+``tokenizer.json`` and ``labels.json`` their training run saved.
 """
 
 from __future__ import annotations
@@ -22,9 +23,6 @@ from typing import TYPE_CHECKING, Sequence
 if TYPE_CHECKING:  # torch and Lightning are imported when a model is loaded, not to parse the arguments
     from .classifier import SentimentClassifier
 
-TOKENIZER_FILE = "tokenizer.json"
-
-
 class CheckpointError(ValueError):
     """A file that is not a complete, loadable checkpoint of ``SentimentClassifier``."""
 
@@ -37,24 +35,13 @@ class Prediction:
     probabilities: list[float]
 
 
-def find_artifacts(ckpt_path: str | os.PathLike, levels: int = 2) -> Path:
-    """The folder with the run's ``tokenizer.json``: the checkpoint's own folder,
-    else up to ``levels`` folders above it."""
-    folder = Path(ckpt_path).resolve().parent
-    searched = []
-    for _ in range(levels + 1):
-        searched.append(str(folder))
-        if (folder / TOKENIZER_FILE).is_file():
-            return folder
-        folder = folder.parent
-    raise FileNotFoundError(
-        f"no {TOKENIZER_FILE} next to the checkpoint {str(ckpt_path)!r} nor above it (searched {searched}); "
-        f"pass the folder the training run saved it in with --artifacts"
-    )
-
-
 def load_model(ckpt_path: str | os.PathLike) -> SentimentClassifier:
-    """The classifier of a checkpoint, on the CPU, in eval mode.
+    """The classifier of a checkpoint, on the CPU, in eval mode (see ``load_checkpoint``)."""
+    return load_checkpoint(ckpt_path)[0]
+
+
+def load_checkpoint(ckpt_path: str | os.PathLike) -> tuple[SentimentClassifier, dict]:
+    """The classifier of a checkpoint, on the CPU, in eval mode, and the checkpoint's contents.
 
     The file is read with ``weights_only=True``: tensors and plain data only, so
     loading never runs code that a file may carry in its pickled objects.
@@ -106,7 +93,28 @@ def load_model(ckpt_path: str | os.PathLike) -> SentimentClassifier:
     except (RuntimeError, KeyError, TypeError, ValueError) as exc:  # other weights, other hyperparameters
         raise invalid(f"its weights or hyperparameters do not fit the model ({type(exc).__name__}: "
                       f"{_first_line(exc)})") from exc
-    return model.eval()
+    return model.eval(), checkpoint
+
+
+def checkpoint_encoder(checkpoint: dict, ckpt_path: str | os.PathLike):
+    """The ``TextEncoder`` (tokenizer and label names) that a checkpoint carries in its
+    data module's state, or None for a checkpoint written before they travelled inside it."""
+    from .data.text import encoder_from_state, is_encoder_state
+
+    found = [(key, value) for key, value in checkpoint.items() if is_encoder_state(value)]
+    if not found:
+        return None
+    if len(found) > 1:
+        raise CheckpointError(
+            f"{str(ckpt_path)!r} holds the tokenizers of several data modules ({sorted(key for key, _ in found)}): "
+            f"it is not a checkpoint of one training run"
+        )
+    key, state = found[0]
+    try:
+        return encoder_from_state(state, f"{str(ckpt_path)!r} ({key})")
+    except ValueError as exc:
+        raise CheckpointError(f"{str(ckpt_path)!r} is not a valid, complete checkpoint of SentimentClassifier: "
+                              f"{exc}") from exc
 
 
 def _unpickler_detail(exc: BaseException) -> str:
@@ -134,15 +142,18 @@ def predict(
 
     Args:
         texts: raw review texts.
-        ckpt_path: a checkpoint of ``SentimentClassifier``.
-        artifacts: the folder with ``tokenizer.json`` and ``labels.json``; None
-            looks next to the checkpoint and up to two folders above.
+        ckpt_path: a checkpoint of ``SentimentClassifier``; the tokenizer and label
+            names are the ones it carries.
+        artifacts: only for a checkpoint written before the tokenizer travelled inside
+            checkpoints: the folder with the ``tokenizer.json`` and ``labels.json`` its
+            training run saved. None for every other checkpoint.
         batch_size: texts encoded and run at once.
 
     Raises:
-        ValueError: the tokenizer has more tokens than the model's embedding (the
-            two come from different runs), or the label names do not match the
-            model's number of classes.
+        ValueError: ``artifacts`` given for a checkpoint that carries its own tokenizer,
+            or missing for one that does not; the tokenizer has more tokens than the
+            model's embedding (the two come from different runs), or the label names do
+            not match the model's number of classes.
     """
     import torch
 
@@ -153,14 +164,30 @@ def predict(
     texts = list(texts)
     if not texts:
         raise ValueError("texts must hold at least one string, got none")
-    model = load_model(ckpt_path)
-    encoder = load_encoder(find_artifacts(ckpt_path) if artifacts is None else artifacts)
+    model, checkpoint = load_checkpoint(ckpt_path)
+    encoder = checkpoint_encoder(checkpoint, ckpt_path)
+    if encoder is not None and artifacts is not None:
+        raise ValueError(
+            f"artifacts (--artifacts) is only for checkpoints written before the tokenizer travelled inside "
+            f"them, got {str(artifacts)!r}; {str(ckpt_path)!r} carries its own tokenizer and label names, "
+            f"which are the ones it was trained with: leave artifacts out"
+        )
+    source = "the checkpoint's data module state"
+    if encoder is None:
+        source = "labels.json"
+        if artifacts is None:
+            raise ValueError(
+                f"{str(ckpt_path)!r} holds no tokenizer and label names: it was written by an older version of "
+                f"torch_lstm_manual, which saved them as tokenizer.json and labels.json in the training run's "
+                f"checkpoint folder. Pass that folder with --artifacts (artifacts=)"
+            )
+        encoder = load_encoder(artifacts)  # an older checkpoint: the side files its run saved
     check_vocab_compatible(encoder.vocab_size, model.hparams.vocab_size)
     num_classes = model.hparams.num_classes
     names = encoder.class_names or [str(index) for index in range(num_classes)]
     if len(names) != num_classes:
         raise ValueError(
-            f"labels.json names {len(names)} classes ({names}) but the model has {num_classes}: "
+            f"{source} names {len(names)} classes ({names}) but the model has {num_classes}: "
             f"the labels and the checkpoint come from different training runs"
         )
     results = []
@@ -184,13 +211,14 @@ def read_lines(path: str | os.PathLike) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m torch_lstm_manual.predict",
+        prog="python -m torch_lstm_manual.sentiment.predict",
         description="Print the sentiment label and its probability for each text.",
     )
     parser.add_argument("texts", nargs="*", help="texts to classify (quote each one)")
     parser.add_argument("--ckpt", required=True, help="checkpoint of a training run (best-*.ckpt or last.ckpt)")
     parser.add_argument("--file", help="a UTF-8 file with one text per line (empty lines are skipped)")
-    parser.add_argument("--artifacts", help="folder with tokenizer.json and labels.json (default: found near --ckpt)")
+    parser.add_argument("--artifacts", help="only for checkpoints written before the tokenizer travelled inside them: "
+                        "the folder with the tokenizer.json and labels.json of their training run")
     parser.add_argument("--batch_size", type=int, default=64, help="texts run at once (default: 64)")
     return parser
 

@@ -23,7 +23,7 @@ from .classifier import SentimentClassifier
 LOGS_NAME = "lightning_logs"
 
 DEFAULTS = {
-    "data": {"class_path": "torch_lstm_manual.data.SyntheticDataModule"},
+    "data": {"class_path": "torch_lstm_manual.sentiment.data.SyntheticDataModule"},
     # Sized for the built-in corpus: > 99 % test accuracy in about a minute on 2 CPU cores.
     "model.embedding_dim": 64,
     "model.hidden_size": 64,
@@ -51,7 +51,7 @@ def latest_run_with_last_checkpoint(root: Path) -> str | None:
 
 
 class SentimentCLI(LightningCLI):
-    """LightningCLI for ``SentimentClassifier`` on any data module of ``torch_lstm_manual.data``.
+    """LightningCLI for ``SentimentClassifier`` on any data module of ``torch_lstm_manual.sentiment.data``.
 
     Adds a configurable ``BestCheckpoints`` (``--checkpoint.*``: the best by
     ``val_acc``) and ``PlotMetrics`` (``--plot.*``), always writes ``last.ckpt``

@@ -14,9 +14,13 @@ The same three steps run at training and at prediction time:
 3. Truncation to ``max_length`` tokens (stored in ``tokenizer.json``), and an
    empty result becomes the single token ``[UNK]`` so every length is >= 1.
 
-``save_artifacts`` writes ``tokenizer.json`` and ``labels.json``;
-``load_encoder`` reads them back into a ``TextEncoder`` (``load_tokenizer`` reads
-one ``tokenizer.json``, naming the file when it is broken).
+``encoder_state`` turns a ``TextEncoder`` into plain data (the tokenizer's JSON and
+the label names), which the data modules' ``state_dict`` hands to Lightning, so that
+every checkpoint carries the tokenizer and labels it was trained with;
+``encoder_from_state`` reads it back. ``save_artifacts`` writes ``tokenizer.json`` and
+``labels.json`` into a folder and ``load_encoder`` reads them back (checkpoints written
+before the tokenizer travelled inside them kept it there; ``load_tokenizer`` reads one
+``tokenizer.json``, naming the file when it is broken).
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ SPECIAL_TOKENS = [PAD_TOKEN, UNK_TOKEN]
 MAX_TOKEN_LENGTH = 100  # characters; longer words stay out of the vocabulary
 TOKENIZER_FILE = "tokenizer.json"
 LABELS_FILE = "labels.json"
+ENCODER_STATE_FORMAT = "torch_lstm_manual.sentiment.TextEncoder/1"  # marks the encoder's entry in a checkpoint
 
 _LINE_BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
 _STRAY_CONTROLS = str.maketrans({"\u0085": "\u2026", "\u0096": "\u2013", "\u0097": "\u2014"})
@@ -192,6 +197,50 @@ def save_artifacts(directory: str | os.PathLike, encoder: TextEncoder) -> None:
     atomic_write_text(directory / TOKENIZER_FILE, encoder.tokenizer.to_str(pretty=True))
     labels = {"class_names": encoder.class_names}
     atomic_write_text(directory / LABELS_FILE, json.dumps(labels, indent=2, ensure_ascii=False) + "\n")
+
+
+def encoder_state(encoder: TextEncoder) -> dict:
+    """The tokenizer (its JSON) and label names of ``encoder`` as plain data, for a checkpoint."""
+    return {
+        "format": ENCODER_STATE_FORMAT,
+        "tokenizer": encoder.tokenizer.to_str(),
+        "class_names": None if encoder.class_names is None else list(encoder.class_names),
+    }
+
+
+def is_encoder_state(value: object) -> bool:
+    """Whether ``value`` is what ``encoder_state`` returns (by its format marker)."""
+    return isinstance(value, dict) and value.get("format") == ENCODER_STATE_FORMAT
+
+
+def encoder_from_state(state: object, where: str) -> TextEncoder:
+    """The ``TextEncoder`` that ``encoder_state`` described.
+
+    Args:
+        state: the dictionary ``encoder_state`` returned.
+        where: what held it (named in the error messages), e.g. the checkpoint.
+
+    Raises:
+        ValueError: ``state`` is not such a dictionary, or its tokenizer or label names are invalid.
+    """
+    if not is_encoder_state(state):
+        found = sorted(map(str, state)) if isinstance(state, dict) else type(state).__name__
+        raise ValueError(
+            f"{where} holds no tokenizer: expected a dictionary with 'format' {ENCODER_STATE_FORMAT!r}, "
+            f"'tokenizer' and 'class_names', got {found}"
+        )
+    tokenizer, class_names = state.get("tokenizer"), state.get("class_names")
+    if not isinstance(tokenizer, str):
+        raise ValueError(f"{where}: 'tokenizer' should be the tokenizer's JSON string, got: {type(tokenizer).__name__}")
+    if class_names is not None and (
+        not isinstance(class_names, list) or not all(isinstance(name, str) for name in class_names)
+    ):
+        raise ValueError(f"{where}: 'class_names' should be a list of strings, got: {class_names!r}")
+    try:
+        loaded = Tokenizer.from_str(tokenizer)
+    except Exception as exc:  # the tokenizers parser's own message names nothing
+        raise ValueError(f"{where}: its tokenizer is not a valid tokenizers JSON string ({exc})") from exc
+    return TextEncoder(loaded, class_names)
 
 
 def load_tokenizer(path: str | os.PathLike) -> Tokenizer:

@@ -4,6 +4,12 @@ A subclass reads its texts in ``setup``, fills ``train_set``, ``val_set``,
 ``test_set`` (and optionally ``predict_set``) with ``EncodedDataset``s, sets
 ``encoder``, and answers ``vocab_size``, ``num_classes`` and ``class_names``
 right after ``__init__`` (LightningCLI links them to the model then).
+
+The tokenizer and label names travel inside every checkpoint: ``state_dict`` returns
+them and Lightning stores that under the data module's class name; when a run loads a
+checkpoint (``--ckpt_path``), ``load_state_dict`` puts them back and the splits already
+set up are encoded again with them. A subclass's ``setup`` uses ``checkpoint_encoder``,
+when set, instead of building a tokenizer of its own.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from .batching import BucketBatchSampler, EncodedDataset, collate_batch
-from .text import TextEncoder, save_artifacts
+from .text import TextEncoder, encoder_from_state, encoder_state, save_artifacts
 
 
 def check_int(name: str, value: object, minimum: int) -> int:
@@ -87,6 +93,7 @@ class TextDataModule(pl.LightningDataModule):
         self.val_set: EncodedDataset | None = None
         self.test_set: EncodedDataset | None = None
         self.predict_set: EncodedDataset | None = None
+        self.checkpoint_encoder: TextEncoder | None = None  # set by load_state_dict
 
     @property
     def vocab_size(self) -> int:
@@ -114,7 +121,21 @@ class TextDataModule(pl.LightningDataModule):
             )
         return dataset
 
+    def _check_checkpoint_encoder(self) -> None:
+        """A run that loaded a checkpoint must use the checkpoint's tokenizer, never its own."""
+        trainer = self.trainer
+        ckpt_path = getattr(trainer, "ckpt_path", None) if trainer is not None else None
+        if ckpt_path is not None and self.checkpoint_encoder is None:
+            raise RuntimeError(
+                f"the checkpoint {str(ckpt_path)!r} holds no tokenizer and label names of {type(self).__name__}: "
+                f"it was written by an older version of torch_lstm_manual (which kept them in tokenizer.json "
+                f"beside it) or by a run with another data module. Its data would be encoded with a tokenizer "
+                f"other than the one the model was trained with, so it is not used: run it with the data module "
+                f"it was trained with, or train it again"
+            )
+
     def _loader(self, dataset: EncodedDataset, shuffle: bool, bucketed: bool = True) -> DataLoader:
+        self._check_checkpoint_encoder()
         if self.num_workers > 0:
             # Workers never tokenize; saying so silences tokenizers' fork warning.
             os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -143,9 +164,50 @@ class TextDataModule(pl.LightningDataModule):
         dataset = self.predict_set if self.predict_set is not None else self.test_set
         return self._loader(self._require(dataset, "predict", "predict"), shuffle=False, bucketed=False)
 
+    def state_dict(self) -> dict:
+        """The tokenizer and label names (plain data), which Lightning stores in each checkpoint."""
+        return {} if self.encoder is None else encoder_state(self.encoder)
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Takes the tokenizer and label names of a checkpoint (``state_dict``'s result) and
+        encodes the splits already set up again with them.
+
+        Raises:
+            ValueError: the state holds no valid tokenizer, or label names this data module
+                cannot use (another number or other names than its own).
+        """
+        encoder = encoder_from_state(state_dict, f"the {type(self).__name__} state of the checkpoint")
+        if encoder.class_names is None:
+            raise ValueError(f"the {type(self).__name__} state of the checkpoint holds no label names")
+        self.use_class_names(encoder.class_names)
+        same = (
+            self.encoder is not None and self.encoder.class_names == encoder.class_names
+            and self.encoder.tokenizer.to_str() == encoder.tokenizer.to_str()
+        )
+        self.checkpoint_encoder = encoder
+        if same:
+            return
+        self.encoder = encoder
+        built = {"test": self.test_set is not None, "predict": self.predict_set is not None}
+        if self.train_set is None and not any(built.values()):
+            return  # nothing set up yet: setup uses checkpoint_encoder
+        self.train_set = self.val_set = self.test_set = self.predict_set = None
+        self.setup("fit")
+        for stage, was_built in built.items():
+            if was_built:
+                self.setup(stage)
+
+    def use_class_names(self, names: list[str]) -> None:
+        """Accepts the label names of a checkpoint: they must be this data module's own."""
+        if list(names) != self.class_names:
+            raise ValueError(
+                f"the checkpoint's label names {list(names)} are not those of {type(self).__name__} "
+                f"{self.class_names}: the model was trained on other labels"
+            )
+
     def save_artifacts(self, directory: str | os.PathLike) -> None:
         """Writes ``tokenizer.json`` and ``labels.json`` into ``directory`` (atomically),
-        for ``load_encoder`` at prediction time."""
+        for ``load_encoder`` (checkpoints carry both already: this is an export)."""
         if self.encoder is None:
             raise RuntimeError(
                 f"{type(self).__name__} has no tokenizer yet: call setup('fit') before save_artifacts"
