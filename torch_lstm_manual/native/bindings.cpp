@@ -23,6 +23,7 @@ using namespace lstm_native;
 // The cell kind the loops run.
 using Cell = LSTMCell;
 
+// The packed layout of batch_sizes (Steps), visited in reverse with `reverse`.
 Steps make_steps(const std::vector<int64_t>& batch_sizes, bool reverse) {
   Steps s;
   s.T = static_cast<int64_t>(batch_sizes.size());

@@ -1,8 +1,12 @@
 // The BLAS shim of blas.h.
 
-#include <ATen/ATen.h>
-
 #include "blas.h"
+
+#ifndef LSTM_FORTRAN_BLAS
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/from_blob.h>
+#include <ATen/ops/mm.h>
+#endif
 
 namespace {
 
@@ -31,8 +35,6 @@ inline void blas_gemm(const char* ta, const char* tb, const int* m, const int* n
 
 namespace lstm_native {
 
-using at::Tensor;
-
 template <typename T>
 void gemm(bool b_rows_are_n, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda, const T* b,
           int64_t ldb, T beta, T* c, int64_t ldc) {
@@ -44,6 +46,7 @@ void gemm(bool b_rows_are_n, int64_t m, int64_t n, int64_t k, const T* a, int64_
   blas_gemm(b_rows_are_n ? "T" : "N", "N", &M, &N, &K, &one, b, &LDA, a, &LDB, &beta, c, &LDC);
 #else
   // Without a BLAS symbol to call, through ATen (slower: a dispatch per product).
+  using at::Tensor;
   auto opt = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
   Tensor A = at::from_blob(const_cast<T*>(a), {m, k}, {lda, 1}, opt);
   Tensor Bm = b_rows_are_n ? at::from_blob(const_cast<T*>(b), {n, k}, {ldb, 1}, opt).t()
