@@ -21,7 +21,8 @@
 //
 // written once over the value type V with Ops<V> (vector_math.h): V is a
 // scalar T or, for float, a vector of 8 or 16 lanes. The loop drivers, the
-// products and the bias and weight gradients are the same for every kind.
+// products and the bias and weight gradients are the same for every kind;
+// bindings.cpp picks the kind the loops run (`Cell`).
 // Operands the LSTM has not got (peephole weights, ...) are fields to add to
 // CellForward / CellBackward, which the drivers fill (null for the kinds
 // without them).
