@@ -1,6 +1,6 @@
 """Compiled time loops for :class:`~torch_lstm_manual.functional.LSTMFunction`.
 
-``loops.cpp``, ``cells.cpp`` and ``tiles.cpp`` hold the same two loops as
+The C++ sources here hold the same two loops as
 :func:`~torch_lstm_manual.functional.forward_loop` and
 :func:`~torch_lstm_manual.functional.backward_loop` (same arguments, same
 results), for float32 and float64 tensors on the CPU, and the two passes
@@ -9,6 +9,15 @@ are compiled with ``torch.utils.cpp_extension.load`` the first time a backend
 is resolved (``backend="auto"`` or ``"native"``), never at import, and cached
 in torch's extension directory (``TORCH_EXTENSIONS_DIR``, default
 ``~/.cache/torch_extensions``), so later processes only load the library.
+
+Files: ``bindings.cpp`` (argument checks, Python bindings, choice of loop),
+``loops.h`` (the loop drivers' interface), ``tiled_loops.cpp`` (float32 on
+register tiles, ``tiles.cpp``/``tiles.h``), ``blas_loops.cpp`` (BLAS
+products, ``blas.cpp``/``blas.h``), ``parallel.h`` (thread team),
+``buffers.cpp``/``buffers.h`` (kept buffers), ``cell.h`` and ``cells.cpp``
+(the cell arithmetic of a row, for every kind), ``cells/lstm.h`` (the LSTM
+cell; what a new cell kind provides) over ``vector_math.h`` (scalar, AVX2
+and AVX-512 primitives).
 
 The first build (about 40 s) says so once on stderr, with where it is
 cached; a process that finds the build current says nothing.
@@ -41,7 +50,9 @@ import torch
 from ..functional import BACKENDS, Loops, backward_and_products, input_bias
 
 ENV_SWITCH = "TORCH_LSTM_MANUAL_NATIVE"
-_SOURCES = ("loops.cpp", "cells.cpp", "tiles.cpp")
+_SOURCES = (
+    "bindings.cpp", "tiled_loops.cpp", "blas_loops.cpp", "cells.cpp", "tiles.cpp", "blas.cpp", "buffers.cpp"
+)
 
 _DISABLED = ("0", "false", "off", "no")
 _REQUIRED = "require"

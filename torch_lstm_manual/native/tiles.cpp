@@ -1,4 +1,4 @@
-// The per-step recurrent product of the float32 loops in loops.cpp, written
+// The per-step products of the float32 loops in tiled_loops.cpp, written
 // for the shapes it has: a few dozen rows, K = H or 4H, and a weight panel that
 // stays the same for all T steps.
 //
@@ -6,10 +6,12 @@
 // nv vectors of kWidth floats, contiguous, so that a tile of MR rows x nv
 // vectors accumulates in registers over the whole K and is stored once. The
 // loops then run the gate arithmetic on the stored tile while it is still in
-// the L1 cache. Without vector instructions (kWidth = 0) loops.cpp keeps
-// calling BLAS.
+// the L1 cache. Without vector instructions (kWidth = 0) the loops call
+// BLAS instead (blas_loops.cpp).
 
 #include <cstdint>
+
+#include "tiles.h"
 
 #if defined(__AVX512F__)
 constexpr int kWidth = 16;
@@ -146,11 +148,10 @@ void outer_columns(int64_t M, int64_t K, const float* a, int64_t lda, const floa
 
 }  // namespace
 
+namespace lstm_native {
+
 int tile_width() { return kWidth; }
 
-// c (rows, nv * tile_width()) = a1 (rows, K1; row stride lda1) @ panel1 (K1, nv * tile_width())
-//                              + a2 (rows, K2; row stride lda2) @ panel2 (K2, nv * tile_width()),
-// for nv = 2 or 4; K2 may be 0. Only called when tile_width() > 0.
 void tile_product(int64_t rows, int nv, float* c, int64_t K1, const float* a1, int64_t lda1, const float* panel1,
                   int64_t K2, const float* a2, int64_t lda2, const float* panel2) {
 #if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
@@ -164,8 +165,7 @@ void tile_product(int64_t rows, int nv, float* c, int64_t K1, const float* a1, i
 #endif
 }
 
-// c (M, n; row stride ldc) += a^T b for a (K, M; row stride lda) and b (K, n;
-// row stride ldb): 4-vector column blocks, then single vectors, then the last
+// 4-vector column blocks, then single vectors, then the last
 // n mod tile_width() columns one by one.
 void outer_product_add(int64_t M, int64_t n, int64_t K, const float* a, int64_t lda, const float* b, int64_t ldb,
                        float* c, int64_t ldc) {
@@ -181,3 +181,5 @@ void outer_product_add(int64_t M, int64_t n, int64_t K, const float* a, int64_t 
       for (int64_t jj = j; jj < n; ++jj) c[r * ldc + jj] += s * b[k * ldb + jj];
     }
 }
+
+}  // namespace lstm_native

@@ -1,0 +1,102 @@
+// The thread team of the loops: one OpenMP parallel region per loop, thread k
+// owning a contiguous slice of the columns (columns), a barrier per step,
+// per-thread memory that fails without ending the process (Team, Scratch).
+
+#pragma once
+
+#include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstdlib>
+#include <utility>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#ifdef LSTM_MKL
+extern "C" int MKL_Set_Num_Threads_Local(int);  // threads of MKL calls from this thread
+#endif
+
+namespace lstm_native {
+
+// A contiguous range [lo, hi) of `n` columns for thread `tid` of `nt`, in
+// multiples of 8 so that every thread but the last runs whole vectors.
+inline std::pair<int64_t, int64_t> columns(int64_t n, int tid, int nt) {
+  int64_t chunk = ((n + nt - 1) / nt + 7) / 8 * 8;
+  int64_t lo = std::min(n, tid * chunk);
+  return {lo, std::min(n, lo + chunk)};
+}
+
+// Threads for a step of b rows: one below ~0.5 MFLOP of recurrent product,
+// where a barrier per step costs more than it saves.
+inline int threads_for(int64_t b, int64_t H, int64_t P) {
+  int nt = at::get_num_threads();
+#ifndef _OPENMP
+  nt = 1;
+#endif
+  if (b * 4 * H * P < (1 << 18)) nt = 1;
+  return std::max(1, std::min<int>(nt, static_cast<int>((H + 7) / 8)));
+}
+
+inline void barrier(int nt) {
+#ifdef _OPENMP
+  if (nt > 1) {
+#pragma omp barrier
+  }
+#endif
+}
+
+// A thread body allocates its own memory at its start, inside the parallel
+// region, where an exception would end the process. A thread whose
+// allocation failed says so; after one barrier every thread knows, all of
+// them leave, and run_parallel raises once the region is over.
+struct Team {
+  std::atomic<bool> failed{false};
+  // Whether every thread of the team got its memory.
+  bool all_allocated(bool ok, int nt) {
+    if (!ok) failed = true;
+    barrier(nt);
+    return !failed;
+  }
+};
+
+// Run body(tid, nt, team) on nt threads. Barriers inside body are `#pragma omp barrier`.
+template <typename F>
+void run_parallel(int nt, const F& body) {
+  // Each thread makes its own, single-threaded BLAS calls.
+  auto single_blas = [](const auto& f) {
+#ifdef LSTM_MKL
+    int previous = MKL_Set_Num_Threads_Local(1);
+    f();
+    MKL_Set_Num_Threads_Local(previous);
+#else
+    f();
+#endif
+  };
+  Team team;
+#ifdef _OPENMP
+  if (nt > 1) {
+#pragma omp parallel num_threads(nt)
+    single_blas([&] { body(omp_get_thread_num(), omp_get_num_threads(), team); });
+  } else
+#endif
+    single_blas([&] { body(0, 1, team); });
+  TORCH_CHECK(!team.failed, "the native LSTM loops could not allocate their per-thread memory");
+}
+
+// 64-byte aligned float scratch, one per thread.
+struct Scratch {
+  float* p;
+  explicit Scratch(int64_t n) : p(static_cast<float*>(std::aligned_alloc(64, ((n * 4 + 63) / 64 + 1) * 64))) {
+    TORCH_CHECK(p, "out of memory for ", n, " floats of scratch");
+  }
+  ~Scratch() { std::free(p); }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+};
+
+}  // namespace lstm_native
