@@ -36,6 +36,7 @@ them; :func:`empty_cache` frees them.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import re
@@ -77,9 +78,12 @@ def required() -> bool:
 
 
 def _fingerprint(sources, cflags, ldflags) -> str:
-    """What a build is made from: the sources, the flags, torch and Python."""
+    """What a build is made from: the sources and the headers they include,
+    the flags, torch and Python."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    headers = sorted(glob.glob(os.path.join(here, "*.h")) + glob.glob(os.path.join(here, "cells", "*.h")))
     digest = hashlib.sha256()
-    for path in sources:
+    for path in [*sources, *headers]:
         with open(path, "rb") as handle:
             digest.update(handle.read())
     digest.update(repr((cflags, ldflags, torch.__version__, sys.version)).encode())
