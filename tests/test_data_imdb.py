@@ -24,11 +24,10 @@ import torch
 
 from torch_lstm_manual.sentiment.data import IMDBDataModule
 from torch_lstm_manual.sentiment.cli import main
-from torch_lstm_manual.sentiment.data import archive as archive_module
+from torch_lstm_manual.sentiment.data import download as download_module
 from torch_lstm_manual.sentiment.data import imdb as imdb_module
-from torch_lstm_manual.sentiment.data.archive import (
-    ChecksumError, CorruptArchiveError, DownloadError, UnsafeArchiveError, download,
-)
+from torch_lstm_manual.sentiment.data.archive import CorruptArchiveError, UnsafeArchiveError
+from torch_lstm_manual.sentiment.data.download import ChecksumError, DownloadError, download
 from torch_lstm_manual.sentiment.data.text import load_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -391,7 +390,7 @@ STALLED_REPLY = b"HTTP/1.0 200 OK\r\nContent-Length: 10000000\r\n\r\n" + b"x" * 
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="POSIX signals")
 def test_sigterm_during_a_download_removes_the_partial_file(tmp_path, stalling):
     server = stalling(reply=STALLED_REPLY)
-    script = "import sys; from torch_lstm_manual.sentiment.data.archive import download; download(sys.argv[1], sys.argv[2], None)"
+    script = "import sys; from torch_lstm_manual.sentiment.data.download import download; download(sys.argv[1], sys.argv[2], None)"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     process = subprocess.Popen([sys.executable, "-c", script, server.url(), str(tmp_path / "dl" / ARCHIVE)], env=env)
     try:
@@ -427,7 +426,7 @@ def test_stale_partial_files_are_removed_by_the_next_run(tmp_path, archive, serv
     cache.mkdir()
     finished = subprocess.Popen([sys.executable, "-c", ""])
     finished.wait()  # a run that has ended: its pid runs no more
-    host, dead, alive = archive_module._HOST, finished.pid, os.getpid()
+    host, dead, alive = download_module._HOST, finished.pid, os.getpid()
 
     def partial(name, age=0.0):
         path = cache / name

@@ -23,10 +23,8 @@ from urllib.parse import urlparse
 import torch
 from jsonargparse.typing import register_type
 
-from .archive import (
-    DOWNLOAD_TIMEOUT, ChecksumError, CorruptArchiveError, DownloadError, check_sha256, download, extract,
-    remove_stale_downloads,
-)
+from .archive import CorruptArchiveError, extract
+from .download import DOWNLOAD_TIMEOUT, ChecksumError, DownloadError, check_sha256, download, remove_stale_downloads
 from .base import TextDataModule, check_fraction, check_int, split_indices
 from .batching import EncodedDataset
 from .storage import atomic_torch_save, atomic_write_text, settings_key
