@@ -152,11 +152,12 @@ def lstm_layer(
 ):
     """Run :class:`LSTMFunction` and return ``(y, h_n, c_n)``."""
     sizes = None if batch_sizes is None else tuple(int(b) for b in batch_sizes)
-    rows = x if sizes is not None else x.flatten(0, 1)  # (N, I)
     tensors = (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
     # Inference (grad mode off, or no tensor that asks for a gradient): no
     # graph to record, so nothing to save for a backward pass.
     infer = not (torch.is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad for t in tensors))
+    # (N, I); LSTMFunction chooses its own loops, so for it the name is all that counts.
+    rows = x if sizes is not None or not infer else x.flatten(0, 1)
     # Refuses an unknown backend, or "native" where it does not run, before anything else.
     name, loops = select(backend, rows, tensors if infer else ())
     if (x.shape[0] if sizes is None else len(sizes)) == 0:

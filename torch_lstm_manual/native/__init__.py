@@ -225,11 +225,6 @@ def unavailable(x: torch.Tensor) -> Optional[str]:
     return load()
 
 
-def native_supports(x: torch.Tensor) -> bool:
-    """Whether the native loops run tensors like ``x``; see :func:`unavailable`."""
-    return unavailable(x) is None
-
-
 def require(x: torch.Tensor) -> None:
     """Raise RuntimeError, saying why, unless the native loops run tensors like ``x``."""
     reason = unavailable(x)
