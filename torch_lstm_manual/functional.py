@@ -152,20 +152,19 @@ def lstm_layer(
 ):
     """Run :class:`LSTMFunction` and return ``(y, h_n, c_n)``."""
     sizes = None if batch_sizes is None else tuple(int(b) for b in batch_sizes)
-    tensors = (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
-    # Inference (grad mode off, or no tensor that asks for a gradient): no
-    # graph to record, so nothing to save for a backward pass.
-    infer = not (torch.is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad for t in tensors))
-    # (N, I); LSTMFunction chooses its own loops, so for it the name is all that counts.
-    rows = x if sizes is not None or not infer else x.flatten(0, 1)
-    # Refuses an unknown backend, or "native" where it does not run, before anything else.
-    name, loops = select(backend, rows, tensors if infer else ())
     if (x.shape[0] if sizes is None else len(sizes)) == 0:
         what = f"x of shape {tuple(x.shape)}" if sizes is None else "batch_sizes ()"
         raise ValueError(f"lstm_layer expects at least one time step, got {what}")
-    if infer and _forward_ad_level() < 0:
-        # (Forward-mode AD needs LSTMFunction, which reports that it has no
-        # jvp, rather than loops that would drop the tangents.)
-        return _forward(x, rows, h0, c0, Weights(w_ih, w_hh, b_ih, b_hh, w_hr), sizes, bool(reverse), loops, save=False)[:3]
-    y, h_n, c_n, _, _ = LSTMFunction.apply(*tensors, sizes, bool(reverse), name)
-    return y, h_n, c_n
+    tensors = (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
+    if torch.is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad for t in tensors):
+        y, h_n, c_n, _, _ = LSTMFunction.apply(*tensors, sizes, bool(reverse), backend)
+        return y, h_n, c_n
+    # Inference (grad mode off, or no tensor that asks for a gradient): no
+    # graph to record, so nothing to save for a backward pass.
+    if _forward_ad_level() >= 0:
+        # Forward-mode AD needs LSTMFunction (which reports that it has no
+        # jvp) rather than loops that would drop the tangents.
+        return LSTMFunction.apply(*tensors, sizes, bool(reverse), backend)[:3]
+    rows = x if sizes is not None else x.flatten(0, 1)  # (N, I)
+    _, loops = select(backend, rows, tensors)
+    return _forward(x, rows, h0, c0, Weights(w_ih, w_hh, b_ih, b_hh, w_hr), sizes, bool(reverse), loops, save=False)[:3]

@@ -13,7 +13,7 @@ for every call, which name a requested backend resolves to and which loops run.
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -31,7 +31,8 @@ CHOICES = ("auto", "python", "native")
 
 class _Registry(dict):
     """Backend name -> :class:`Loops`. ``"native"`` is in it once its loops are
-    built; looking it up builds them (and raises KeyError when they do not build)."""
+    built; looking it up builds them (KeyError where they do not build, or
+    RuntimeError under ``TORCH_LSTM_MANUAL_NATIVE=require``)."""
 
     def __missing__(self, name: str) -> Loops:
         if name == "native" and loader.load() is None:
@@ -57,27 +58,31 @@ def needs_reference(values) -> bool:
     return any(isinstance(v, Tensor) and wrapped(v) for v in values)
 
 
-def select(backend: str, rows: Tensor, values=(), *, recording: bool = False) -> Tuple[str, Loops]:
-    """The loops that run ``rows`` (N, I, or any tensor of the call's device
-    and dtype), and the name ``backend`` resolves to.
+def select(backend: str, rows: Tensor, values=None, *, recording: bool = False) -> Tuple[str, Optional[Loops]]:
+    """The name ``backend`` resolves to for ``rows`` (N, I), and the loops that run them.
 
     The name: ``"python"``; ``"native"`` where the native loops run tensors
     like ``rows`` (building them on first use), else RuntimeError saying why;
-    ``"auto"``: ``"native"`` where they run, else ``"python"``. The loops: the
-    reference ones when ``recording`` (autograd records the loops: double
-    backward), where :func:`needs_reference` says so for ``values``, or where
-    there are no rows (an empty batch, which no backend is asked to handle);
-    else the named backend's.
+    ``"auto"``: ``"native"`` where they run, else ``"python"``.
+
+    The loops (None where ``values`` is None: the name alone is asked for):
+    the reference ones when ``recording`` (autograd records the loops: double
+    backward), where :func:`needs_reference` says so for ``values`` (every
+    argument of the call), or where there are no rows (an empty batch, which
+    no backend is asked to handle); else the named backend's.
     """
     if backend == "python":
         name = backend
     elif backend == "native":
-        loader.require(rows)
+        if loader.unavailable(rows) is not None:
+            loader.require(rows)  # raises, saying why
         name = backend
     elif backend == "auto":
         name = "native" if loader.unavailable(rows) is None else "python"
     else:
         raise ValueError(f"backend must be one of {CHOICES}, got {backend!r}")
+    if values is None:
+        return name, None
     if recording or rows.shape[0] == 0 or needs_reference(values):
         return name, REFERENCE
     return name, BACKENDS[name]
