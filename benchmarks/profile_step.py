@@ -31,7 +31,9 @@ from torch import nn
 from cases import train_step
 
 from torch_lstm_manual import LSTM
-from torch_lstm_manual.functional import BACKENDS, input_projection
+from torch_lstm_manual.backends import BACKENDS
+from torch_lstm_manual.layer import Grads, Saved, Weights
+from torch_lstm_manual.reference import input_projection
 from torch_lstm_manual.lstm import resolve_backend
 
 
@@ -62,6 +64,7 @@ def main():
     rows = x.detach().flatten(0, 1)  # (N, I)
     h0, c0 = torch.zeros(B, H), torch.zeros(B, H)
     sizes = [B] * T
+    weights = Weights(w_ih, w_hh, b_ih, b_hh)
     pieces = {
         "nn.LSTM training step": lambda: train_step(reference, x),
         f"ours ({backend}) training step": lambda: train_step(ours, x),
@@ -69,23 +72,24 @@ def main():
     }
     if backend == "native":
         native = BACKENDS["native"]
-        y, gates, cs, _, _ = native.forward_input(rows, w_ih, b_ih, b_hh, h0, c0, w_hh, None, sizes, False)
-        d_y = torch.randn_like(y)
+        y, gates, cs, _, _ = native.forward_input(rows, h0, c0, weights, sizes, False)
+        grads, saved = Grads(torch.randn_like(y), h0, c0), Saved(gates, cs, c0, h0, rows, y)
         pieces["  native: forward from the inputs (saving for backward)"] = lambda: native.forward_input(
-            rows, w_ih, b_ih, b_hh, h0, c0, w_hh, None, sizes, False
+            rows, h0, c0, weights, sizes, False
         )
         pieces["  native: backward with d_x, dW_ih, dW_hh"] = lambda: native.backward_input(
-            d_y, h0, c0, gates, cs, c0, w_hh, None, sizes, False, rows, w_ih, y, h0
+            grads, saved, weights, sizes, False
         )
     loops = BACKENDS["python"]
     xw = input_projection(rows, w_ih, b_ih, b_hh)  # (N, G)
-    y, gates, cs, _, _ = loops.forward(xw, h0, c0, w_hh, None, sizes, False)
+    y, gates, cs, _, _ = loops.forward(xw, h0, c0, weights, sizes, False)
     d_y, d_z = torch.randn_like(y), torch.randn(T * B, 4 * H)
+    python_grads, python_saved = Grads(d_y, h0, c0), Saved(gates, cs, c0)
     pieces.update(
         {
             "  python: input projection x W_ih^T + b": lambda: input_projection(rows, w_ih, b_ih, b_hh),
-            "  python: forward loop (saving for backward)": lambda: loops.forward(xw, h0, c0, w_hh, None, sizes, False),
-            "  python: backward loop": lambda: loops.backward(d_y, h0, c0, gates, cs, c0, w_hh, None, sizes, False),
+            "  python: forward loop (saving for backward)": lambda: loops.forward(xw, h0, c0, weights, sizes, False),
+            "  python: backward loop": lambda: loops.backward(python_grads, python_saved, weights, sizes, False),
             "  python: dX = dZ W_ih": lambda: d_z.mm(w_ih),
             "  python: dW_ih = dZ^T X": lambda: d_z.t().mm(rows),
             "  python: dW_hh = dZ^T H_prev": lambda: d_z.t().mm(y),

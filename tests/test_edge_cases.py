@@ -11,8 +11,9 @@ import torch
 from torch.nn.utils.rnn import PackedSequence
 
 from helpers import assert_all_close, available_backends, twins
-from torch_lstm_manual import functional
-from torch_lstm_manual.functional import Loops, lstm_layer
+from torch_lstm_manual import backends
+from torch_lstm_manual.backends import Loops
+from torch_lstm_manual.functional import lstm_layer
 
 BACKENDS = available_backends()
 
@@ -76,7 +77,7 @@ def test_no_backend_loop_sees_an_empty_batch(backend, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a backend loop was called with an empty batch")
 
-    monkeypatch.setitem(functional.BACKENDS, backend, Loops(refuse, refuse, refuse, refuse))
+    monkeypatch.setitem(backends.BACKENDS, backend, Loops(refuse, refuse, refuse, refuse))
     _, ours = twins(backend, input_size=3, hidden_size=4, bidirectional=True)
     out, (h_n, c_n) = ours(torch.randn(4, 0, 3, dtype=torch.float64))
     (out.sum() + h_n.sum() + c_n.sum()).backward()
@@ -113,7 +114,7 @@ def test_zero_length_packed_sequence_and_layer_are_refused():
 
 def spy_on_saves(monkeypatch, backend) -> list:
     """Record the ``save`` argument of every forward loop the backend runs."""
-    loops, saves = functional.BACKENDS[backend], []
+    loops, saves = backends.BACKENDS[backend], []
 
     def spy(run, position):
         def wrapped(*args, **kwargs):
@@ -122,8 +123,8 @@ def spy_on_saves(monkeypatch, backend) -> list:
 
         return wrapped
 
-    forward_input = None if loops.forward_input is None else spy(loops.forward_input, 10)
-    monkeypatch.setitem(functional.BACKENDS, backend, loops._replace(forward=spy(loops.forward, 7), forward_input=forward_input))
+    forward_input = None if loops.forward_input is None else spy(loops.forward_input, 6)
+    monkeypatch.setitem(backends.BACKENDS, backend, loops._replace(forward=spy(loops.forward, 6), forward_input=forward_input))
     return saves
 
 

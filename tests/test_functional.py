@@ -9,18 +9,12 @@ import pytest
 import torch
 
 from helpers import LOOP_SIZES, assert_all_close, available_backends, loop_inputs
-from torch_lstm_manual.functional import (
-    LSTMFunction,
-    backward_loop,
-    backward_loop_inplace,
-    forward_loop,
-    forward_loop_inplace,
-    REFERENCE,
-    lstm_layer,
-    previous_rows,
-    project_and_forward,
-    project_and_forward_inplace,
-)
+from torch_lstm_manual.backends import REFERENCE, project_and_forward
+from torch_lstm_manual.backends.inplace import backward_loop_inplace, forward_loop_inplace, project_and_forward_inplace
+from torch_lstm_manual.functional import LSTMFunction, lstm_layer
+from torch_lstm_manual.layer import Grads, Saved, Weights
+from torch_lstm_manual.packing import previous_rows
+from torch_lstm_manual.reference import backward_loop, forward_loop
 
 BACKENDS = available_backends()
 NAMES = ["x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh", "w_hr"]
@@ -53,8 +47,8 @@ def test_inplace_loops_match_reference(dtype, sizes, H, P, reverse):
     tol = {} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-6}
     xw, h0, c0, w_hh, w_hr = loop_inputs(sizes, H, P, dtype)
     with torch.no_grad():
-        args = (xw, h0, c0, w_hh, w_hr, sizes, reverse)
-        before = [t.clone() for t in args[:5] if t is not None]
+        args = (xw, h0, c0, Weights(None, w_hh, w_hr=w_hr), sizes, reverse)
+        before = [t.clone() for t in (xw, h0, c0, w_hh, w_hr) if t is not None]
         expected = forward_loop(*args)
         assert_all_close(forward_loop_inplace(*args), expected, **tol)
         y, gates, cs, h_n, c_n = forward_loop_inplace(*args, save=False)
@@ -62,16 +56,16 @@ def test_inplace_loops_match_reference(dtype, sizes, H, P, reverse):
         assert_all_close([y, h_n, c_n], [expected[0], expected[3], expected[4]], **tol)
         # From the inputs, the gates computed in the memory of the projections.
         rows, w_ih, b = torch.randn(len(xw), 3, dtype=dtype), torch.randn(4 * H, 3, dtype=dtype), torch.randn(4 * H, dtype=dtype)
-        from_input = (rows, w_ih, b, None, h0, c0, w_hh, w_hr, sizes, reverse)
+        from_input = (rows, h0, c0, Weights(w_ih, w_hh, b, None, w_hr), sizes, reverse)
         before += [t.clone() for t in (rows, w_ih, b)]
         assert_all_close(project_and_forward_inplace(*from_input), project_and_forward(REFERENCE, *from_input), **tol)
 
         gen = torch.Generator().manual_seed(1)
         d_y, d_hn, d_cn = (torch.randn(t.shape, generator=gen, dtype=torch.float64).to(dtype) for t in (y, h0, c0))
-        back = (d_y, d_hn, d_cn, expected[1], expected[2], c0, w_hh, w_hr, sizes, reverse)
-        before += [t.clone() for t in back[:5]]
+        back = (Grads(d_y, d_hn, d_cn), Saved(expected[1], expected[2], c0), Weights(None, w_hh, w_hr=w_hr), sizes, reverse)
+        before += [t.clone() for t in (d_y, d_hn, d_cn, expected[1], expected[2])]
         assert_all_close(backward_loop_inplace(*back), backward_loop(*back), **tol)
-    after = [t for t in args[:5] if t is not None] + [rows, w_ih, b] + list(back[:5])
+    after = [t for t in (xw, h0, c0, w_hh, w_hr) if t is not None] + [rows, w_ih, b] + [d_y, d_hn, d_cn, expected[1], expected[2]]
     assert all(torch.equal(a, b) for a, b in zip(after, before))
 
 

@@ -1,6 +1,6 @@
 """The native (C++) time loops against the Python reference, and their loader.
 
-Every fast path is checked against the readable loops of ``functional.py``,
+Every fast path is checked against the readable loops of ``reference.py``,
 result for result, and through ``LSTM(backend="native")`` against
 ``torch.nn.LSTM``. float64 uses the default tolerances. float32 uses
 ``FLOAT32``: the native and the reference loops both round every product and
@@ -22,16 +22,11 @@ from torch import nn
 
 import torch_lstm_manual.native as native
 from torch_lstm_manual import LSTM, lstm_layer
-from torch_lstm_manual.functional import (
-    BACKENDS,
-    REFERENCE,
-    backward_and_products,
-    backward_loop,
-    forward_loop,
-    input_projection,
-    project_and_forward,
-)
+from torch_lstm_manual.backends import BACKENDS, REFERENCE, backward_and_products, project_and_forward
+from torch_lstm_manual.backends.native import input_projection as native_input_projection
+from torch_lstm_manual.layer import Grads, Needs, Saved, Weights
 from torch_lstm_manual.lstm import resolve_backend
+from torch_lstm_manual.reference import backward_loop, forward_loop, input_projection
 
 from helpers import LOOP_SIZES, assert_all_close, loop_inputs, needs_native, run, twins
 
@@ -50,18 +45,18 @@ SIZES = LOOP_SIZES
 def test_loops_match_reference(dtype, sizes, H, P, reverse, scale):
     sizes = [b * scale for b in sizes]
     xw, h0, c0, w_hh, w_hr = loop_inputs(sizes, H, P, dtype)
-    loops = BACKENDS["native"]
-    expected = forward_loop(xw, h0, c0, w_hh, w_hr, sizes, reverse)
-    assert_all_close(loops.forward(xw, h0, c0, w_hh, w_hr, sizes, reverse), expected, **TOL[dtype])
+    loops, weights = BACKENDS["native"], Weights(None, w_hh, w_hr=w_hr)
+    expected = forward_loop(xw, h0, c0, weights, sizes, reverse)
+    assert_all_close(loops.forward(xw, h0, c0, weights, sizes, reverse), expected, **TOL[dtype])
     # Inference: the same outputs, nothing saved; batch_sizes as a tensor.
-    y, gates, cs, h_n, c_n = loops.forward(xw, h0, c0, w_hh, w_hr, torch.tensor(sizes), reverse, save=False)
+    y, gates, cs, h_n, c_n = loops.forward(xw, h0, c0, weights, torch.tensor(sizes), reverse, save=False)
     assert gates is None and cs is None
     assert_all_close([y, h_n, c_n], [expected[0], expected[3], expected[4]], **TOL[dtype])
 
     y, gates, cs = expected[:3]
     gen = torch.Generator().manual_seed(1)
     d_y, d_hn, d_cn = (torch.randn(t.shape, generator=gen, dtype=torch.float64).to(dtype) for t in (y, h0, c0))
-    args = (d_y, d_hn, d_cn, gates, cs, c0, w_hh, w_hr, sizes, reverse)
+    args = (Grads(d_y, d_hn, d_cn), Saved(gates, cs, c0), weights, sizes, reverse)
     assert_all_close(loops.backward(*args), backward_loop(*args), **TOL[dtype])
 
 
@@ -81,16 +76,18 @@ def test_thread_count_does_not_change_results(threads, H, dtype):
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        got = loops.forward(xw, h0, c0, w_hh, w_hr, sizes, True)
-        back = (d_y, h0, c0, got[1], got[2], c0, w_hh, w_hr, sizes, True)
+        weights = Weights(w_ih, w_hh, bias, None, w_hr)
+        got = loops.forward(xw, h0, c0, weights, sizes, True)
+        back = (Grads(d_y, h0, c0), Saved(got[1], got[2], c0), weights, sizes, True)
         got_back = loops.backward(*back)
-        from_input = (rows, w_ih, bias, None, h0, c0, w_hh, w_hr, sizes, True)
+        from_input = (rows, h0, c0, weights, sizes, True)
         got_input = loops.forward_input(*from_input)
-        back_input = (d_y, h0, c0, got_input[1], got_input[2], c0, w_hh, w_hr, sizes, True, rows, w_ih, got_input[0], h0)
+        saved = Saved(got_input[1], got_input[2], c0, h0, rows, got_input[0])
+        back_input = (Grads(d_y, h0, c0), saved, weights, sizes, True)
         got_back_input = loops.backward_input(*back_input)
     finally:
         torch.set_num_threads(old)
-    assert_all_close(got, forward_loop(xw, h0, c0, w_hh, w_hr, sizes, True), **TOL[dtype])
+    assert_all_close(got, forward_loop(xw, h0, c0, weights, sizes, True), **TOL[dtype])
     assert_all_close(got_back, backward_loop(*back), **TOL[dtype])
     assert_all_close(got_input, project_and_forward(REFERENCE, *from_input), **TOL[dtype])
     assert_all_close(got_back_input, backward_and_products(REFERENCE, *back_input), **TOL[dtype])
@@ -175,7 +172,8 @@ def test_passes_from_input_match_reference(dtype, sizes, H, P, reverse, scale, I
     rows, w_ih = rand(len(xw), I), rand(4 * H, I)
     b_ih, b_hh = (rand(4 * H) if bias else None for _ in "ih")
     native_loops = BACKENDS["native"]
-    args = (rows, w_ih, b_ih, b_hh, h0, c0, w_hh, w_hr, sizes, reverse)
+    weights = Weights(w_ih, w_hh, b_ih, b_hh, w_hr)
+    args = (rows, h0, c0, weights, sizes, reverse)
     expected = project_and_forward(REFERENCE, *args)
     assert_all_close(native_loops.forward_input(*args), expected, **TOL[dtype])
     y, gates, cs, h_n, c_n = native_loops.forward_input(*args, save=False)
@@ -183,11 +181,12 @@ def test_passes_from_input_match_reference(dtype, sizes, H, P, reverse, scale, I
     assert_all_close([y, h_n, c_n], [expected[0], expected[3], expected[4]], **TOL[dtype])
 
     y, gates, cs = expected[:3]
-    back = (rand(*y.shape), rand(*h0.shape), rand(*c0.shape), gates, cs, c0, w_hh, w_hr, sizes, reverse, rows, w_ih, y, h0)
+    grads = Grads(rand(*y.shape), rand(*h0.shape), rand(*c0.shape))
+    back = (grads, Saved(gates, cs, c0, h0, rows, y), weights, sizes, reverse)
     expected = backward_and_products(REFERENCE, *back)  # d_x, d_h, d_h0, d_c0, d_w_ih, d_w_hh, d_b
     assert_all_close(native_loops.backward_input(*back), expected, **TOL[dtype])
     for need in [(False, True, False), (True, False, False), (False, False, True)]:
-        got = native_loops.backward_input(*back, *need)
+        got = native_loops.backward_input(*back, Needs(x=need[0], w_ih=need[1], w_hh=need[2]))
         wanted = [need[0], True, True, True, need[1], need[2], True]
         assert [g is not None for g in got] == [w and e is not None for w, e in zip(wanted, expected)]
         assert_all_close([g for g in got if g is not None], [e for e, g in zip(expected, got) if g is not None], **TOL[dtype])
@@ -201,7 +200,7 @@ def test_input_projection_matches_reference(dtype, biases):
     rows, w_ih = torch.randn(700, 24, generator=gen, dtype=dtype), torch.randn(400, 24, generator=gen, dtype=dtype)
     b_ih = torch.randn(400, generator=gen, dtype=dtype) if biases in ("both", "ih") else None
     b_hh = torch.randn(400, generator=gen, dtype=dtype) if biases in ("both", "hh") else None
-    got = native.input_projection(rows, w_ih, b_ih, b_hh)
+    got = native_input_projection(rows, w_ih, b_ih, b_hh)
     assert_all_close(got, input_projection(rows, w_ih, b_ih, b_hh), **TOL[dtype])
 
 
@@ -209,9 +208,9 @@ def test_input_projection_matches_reference(dtype, biases):
 def test_rejects_bad_batch_sizes():
     xw, h0, c0, w_hh, _ = loop_inputs([2, 3], 4, 0, torch.float64)
     with pytest.raises(RuntimeError, match="non-increasing"):
-        BACKENDS["native"].forward(xw, h0[:2], c0[:2], w_hh, None, [2, 3], False)
+        BACKENDS["native"].forward(xw, h0[:2], c0[:2], Weights(None, w_hh), [2, 3], False)
     with pytest.raises(RuntimeError, match=r"xw must be \(4, 16\)"):
-        BACKENDS["native"].forward(xw, h0, c0, w_hh, None, [2, 2], False)
+        BACKENDS["native"].forward(xw, h0, c0, Weights(None, w_hh), [2, 2], False)
 
 
 @needs_native
@@ -225,7 +224,8 @@ def test_passes_from_input_reject_bad_arguments_by_name(dtype):
     def forward(**change):
         args = dict(rows=rows, w_ih=w_ih, b_ih=bias, b_hh=None, h0=h0, c0=c0, w_hh=w_hh, w_hr=None)
         args.update(change)
-        return loops.forward_input(*args.values(), sizes, False)
+        weights = Weights(args["w_ih"], args["w_hh"], args["b_ih"], args["b_hh"], args["w_hr"])
+        return loops.forward_input(args["rows"], args["h0"], args["c0"], weights, sizes, False)
 
     with pytest.raises(RuntimeError, match=r"bias must be \(16,\), got \[2, 8\]"):
         forward(b_ih=bias.view(2, 8))
@@ -241,10 +241,9 @@ def test_passes_from_input_reject_bad_arguments_by_name(dtype):
         forward(rows=rows.to("meta"))
     y, gates, cs, _, _ = forward()
     if native._ext.fuses_backward(gates, None):  # the one-pass backward checks its arguments too
-        back = [torch.zeros_like(y), h0, c0, gates, cs, c0, w_hh, None, sizes, False, rows, w_ih, y, h0]
-        back[10] = torch.randn(7, I)
+        saved = Saved(gates, cs, c0, h0, torch.randn(7, I), y)
         with pytest.raises(RuntimeError, match=r"x must be \(6, 5\), got \[7, 5\]"):
-            loops.backward_input(*back)
+            loops.backward_input(Grads(torch.zeros_like(y), h0, c0), saved, Weights(w_ih, w_hh), sizes, False)
     # The module-level entry refuses what the native loops cannot run, by name.
     with pytest.raises(RuntimeError, match="backend='native' is not available: it runs float32 and float64 tensors on the CPU"):
         lstm_layer(torch.zeros(2, 3, I, device="meta"), h0, c0, w_ih, w_hh, backend="native")
@@ -351,26 +350,28 @@ def test_kept_buffers_are_reused_only_once_free():
     xw, h0, c0, w_hh, _ = loop_inputs(sizes, 128, 0, torch.float32)
     loops = BACKENDS["native"]
     native.empty_cache()
-    first = loops.forward(xw, h0, c0, w_hh, None, sizes, False)
+    weights = Weights(None, w_hh)
+    first = loops.forward(xw, h0, c0, weights, sizes, False)
     kept = [t.clone() for t in first]
-    second = loops.forward(xw * 2, h0, c0, w_hh, None, sizes, False)  # `first` still held
+    second = loops.forward(xw * 2, h0, c0, weights, sizes, False)  # `first` still held
     assert first[1].data_ptr() != second[1].data_ptr()
     assert all(torch.equal(a, b) for a, b in zip(first, kept))
     address = first[1].data_ptr()
     del first
-    third = loops.forward(xw, h0, c0, w_hh, None, sizes, False)
+    third = loops.forward(xw, h0, c0, weights, sizes, False)
     assert third[1].data_ptr() == address  # the free buffer, not fresh memory
     assert_all_close(third, kept, rtol=0, atol=0)
     del second, third
     # The input projections and the gate gradients of backward() too.
     rows, w_ih = torch.randn(512, 16), torch.randn(512, 16)
-    xw = native.input_projection(rows, w_ih, None, None)
+    xw = native_input_projection(rows, w_ih, None, None)
     address = xw.data_ptr()
-    assert native.input_projection(rows, w_ih, None, None).data_ptr() != address  # xw still held
+    assert native_input_projection(rows, w_ih, None, None).data_ptr() != address  # xw still held
     del xw
-    assert native.input_projection(rows, w_ih, None, None).data_ptr() == address
-    y, gates, cs, _, _ = loops.forward(*loop_inputs(sizes, 128, 0, torch.float32)[:4], None, sizes, False)
-    args = (torch.randn_like(y), h0, c0, gates, cs, c0, w_hh, None, sizes, False)
+    assert native_input_projection(rows, w_ih, None, None).data_ptr() == address
+    xw2, h02, c02, w_hh2, _ = loop_inputs(sizes, 128, 0, torch.float32)
+    y, gates, cs, _, _ = loops.forward(xw2, h02, c02, Weights(None, w_hh2), sizes, False)
+    args = (Grads(torch.randn_like(y), h0, c0), Saved(gates, cs, c0), weights, sizes, False)
     d_z = loops.backward(*args)[0]
     kept_d_z, address = d_z.clone(), d_z.data_ptr()
     assert loops.backward(*args)[0].data_ptr() != address and torch.equal(d_z, kept_d_z)
@@ -403,7 +404,7 @@ def test_two_graphs_alive_at_once_match_nn_lstm():
 def test_import_does_not_build():
     code = (
         "import torch_lstm_manual, torch_lstm_manual.native as n\n"
-        "from torch_lstm_manual.functional import BACKENDS\n"
+        "from torch_lstm_manual.backends import BACKENDS\n"
         "assert not n._tried and 'native' not in BACKENDS\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -33,8 +33,9 @@ import pytest
 import torch
 from torch import nn
 
-from torch_lstm_manual.functional import BACKENDS as LOOPS
-from torch_lstm_manual.functional import backward_loop, forward_loop
+from torch_lstm_manual.backends import BACKENDS as LOOPS
+from torch_lstm_manual.layer import Grads, Saved, Weights
+from torch_lstm_manual.reference import backward_loop, forward_loop
 
 from helpers import available_backends, loop_inputs, needs_native, run, twins
 
@@ -191,10 +192,11 @@ def test_nonfinite_through_native_loops(H, place):
             tensors = dict(xw=xw, h0=h0, c0=c0, w_hh=w_hh, d_y=d_y, d_hn=d_hn, d_cn=d_cn)
             poison(tensors[place], position, value)
             try:
-                expected = forward_loop(xw, h0, c0, w_hh, None, SIZES, reverse)
-                got = loops.forward(xw, h0, c0, w_hh, None, SIZES, reverse)
+                weights = Weights(None, w_hh)
+                expected = forward_loop(xw, h0, c0, weights, SIZES, reverse)
+                got = loops.forward(xw, h0, c0, weights, SIZES, reverse)
                 assert_same_nonfinite(got, expected, ["y", "gates", "cs", "h_n", "c_n"], TOL[dtype])
-                back = (d_y, d_hn, d_cn, expected[1], expected[2], c0, w_hh, None, SIZES, reverse)
+                back = (Grads(d_y, d_hn, d_cn), Saved(expected[1], expected[2], c0), weights, SIZES, reverse)
                 got, want = loops.backward(*back), backward_loop(*back)
                 assert got[1] is None and want[1] is None
                 got, want = got[:1] + got[2:], want[:1] + want[2:]

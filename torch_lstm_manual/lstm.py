@@ -12,24 +12,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
+from .backends import CHOICES as BACKEND_CHOICES
+from .backends import select
 from .functional import lstm_layer
-
-BACKEND_CHOICES = ("auto", "python", "native")
 
 
 def resolve_backend(backend: str, x: Tensor) -> str:
     """The time-loop implementation that runs ``x``: ``auto`` takes the native
-    loops where they are built and support the device and dtype."""
-    if backend not in BACKEND_CHOICES:
-        raise ValueError(f"backend must be one of {BACKEND_CHOICES}, got {backend!r}")
-    if backend == "python":
-        return backend
-    from .native import native_supports, require  # imported late: it may compile on first use
-
-    if backend == "native":
-        require(x)
-        return backend
-    return "native" if native_supports(x) else "python"
+    loops where they are built and support the device and dtype (see
+    :func:`torch_lstm_manual.backends.select`)."""
+    return select(backend, x)[0]
 
 
 class LSTM(nn.Module):

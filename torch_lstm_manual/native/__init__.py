@@ -22,7 +22,8 @@ and AVX-512 primitives).
 The first build (about 40 s) says so once on stderr, with where it is
 cached; a process that finds the build current says nothing.
 
-When the build succeeds the loops are registered as ``BACKENDS["native"]``.
+When the build succeeds, :mod:`torch_lstm_manual.backends` runs the loops as
+its ``"native"`` backend (:mod:`torch_lstm_manual.backends.native` adapts them).
 When it fails (no compiler, no ninja, ...), ``auto`` runs the Python loops
 after one warning per process that names the cause, and ``"native"`` raises.
 The environment variable ``TORCH_LSTM_MANUAL_NATIVE`` changes that:
@@ -47,8 +48,6 @@ import warnings
 from typing import Optional
 
 import torch
-
-from ..functional import BACKENDS, Loops, backward_and_products, input_bias
 
 ENV_SWITCH = "TORCH_LSTM_MANUAL_NATIVE"
 _SOURCES = (
@@ -181,65 +180,16 @@ def _build(portable: bool = False):
     return module
 
 
-def _batch_sizes(batch_sizes):
-    """A list or tuple of ints, as the extension takes them."""
-    if isinstance(batch_sizes, torch.Tensor):
-        return batch_sizes.tolist()
-    return batch_sizes if isinstance(batch_sizes, (list, tuple)) else list(batch_sizes)
-
-
-def forward_loop(xw, h0, c0, w_hh, w_hr, batch_sizes, reverse, save=True):
-    """:func:`~torch_lstm_manual.functional.forward_loop`, compiled."""
-    y, gates, cs, h_n, c_n = _ext.forward(xw, h0, c0, w_hh, w_hr, _batch_sizes(batch_sizes), bool(reverse), bool(save))
-    return y, gates, cs, h_n, c_n
-
-
-def backward_loop(d_y, d_hn, d_cn, gates, cs, c0, w_hh, w_hr, batch_sizes, reverse):
-    """:func:`~torch_lstm_manual.functional.backward_loop`, compiled."""
-    sizes = _batch_sizes(batch_sizes)
-    d_z, d_h, d_h0, d_c0, d_b = _ext.backward(d_y, d_hn, d_cn, gates, cs, c0, w_hh, w_hr, sizes, bool(reverse))
-    return d_z, d_h, d_h0, d_c0, d_b
-
-
-def input_projection(rows, w_ih, b_ih, b_hh):
-    """:func:`~torch_lstm_manual.functional.input_projection`, into a kept buffer."""
-    return _ext.project(rows, w_ih, input_bias(b_ih, b_hh))
-
-
-def forward_input(rows, w_ih, b_ih, b_hh, h0, c0, w_hh, w_hr, batch_sizes, reverse, save=True):
-    """:func:`~torch_lstm_manual.functional.project_and_forward` with the native
-    loops; in float32 without a projection, one pass (the input projection on
-    the same register tiles as the recurrent product)."""
-    bias = input_bias(b_ih, b_hh)
-    sizes = _batch_sizes(batch_sizes)
-    y, gates, cs, h_n, c_n = _ext.forward_input(rows, w_ih, bias, h0, c0, w_hh, w_hr, sizes, bool(reverse), bool(save))
-    return y, gates, cs, h_n, c_n
-
-
-def backward_input(d_y, d_hn, d_cn, gates, cs, c0, w_hh, w_hr, batch_sizes, reverse, rows, w_ih, y, h0,
-                   need_x=True, need_w_ih=True, need_w_hh=True):
-    """:func:`~torch_lstm_manual.functional.backward_and_products` with the
-    native loops; in float32 without a projection, one pass (the products a
-    step at a time on the loop's tiles, no (N, 4H) gate gradients in memory)."""
-    if not _ext.fuses_backward(gates, w_hr):
-        loops = BACKENDS["native"]
-        return backward_and_products(loops, d_y, d_hn, d_cn, gates, cs, c0, w_hh, w_hr, batch_sizes, reverse, rows,
-                                     w_ih, y, h0, need_x, need_w_ih, need_w_hh)
-    sizes = _batch_sizes(batch_sizes)
-    d_x, d_h0, d_c0, d_w_ih, d_w_hh, d_b = _ext.backward_input(
-        d_y, d_hn, d_cn, gates, cs, c0, w_hh, rows, w_ih, y, h0, sizes, bool(reverse), need_x, need_w_ih or need_w_hh
-    )
-    return d_x, None, d_h0, d_c0, (d_w_ih if need_w_ih else None), (d_w_hh if need_w_hh else None), d_b
-
-
 def load() -> Optional[str]:
-    """Build and register the native loops, once per process.
+    """Build the native loops (or load them from the cache), once per process.
 
-    Returns None when ``BACKENDS["native"]`` is registered, else why not.
+    Returns None when they are loaded, else why not.
     Raises RuntimeError instead, on this call and every later one, when the
     build failed under ``TORCH_LSTM_MANUAL_NATIVE=require``.
     """
     global _tried, _error, _ext
+    if _ext is not None:  # loaded: no lock on the path every call takes
+        return None
     with _lock:
         if _tried:
             if _error is not None and required():
@@ -263,7 +213,6 @@ def load() -> Optional[str]:
                 raise RuntimeError(_required_message(_error)) from error
             warnings.warn(f"torch_lstm_manual: {_error}; using the Python loops instead.", RuntimeWarning, stacklevel=2)
             return _error
-        BACKENDS["native"] = Loops(forward_loop, backward_loop, forward_input, backward_input)
         return None
 
 
@@ -289,11 +238,6 @@ def unavailable(x: torch.Tensor) -> Optional[str]:
     if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
         return f"it runs float32 and float64 tensors on the CPU; got a {x.dtype} tensor on {x.device}"
     return load()
-
-
-def native_supports(x: torch.Tensor) -> bool:
-    """Whether the native loops run tensors like ``x``; see :func:`unavailable`."""
-    return unavailable(x) is None
 
 
 def require(x: torch.Tensor) -> None:
