@@ -380,7 +380,7 @@ def test_a_server_that_never_answers_times_out(tmp_path, stalling):
         module(tmp_path / "cache2", url=slow.url(), download_timeout=0.5).prepare_data()
     assert leftovers(tmp_path / "cache2") == []
     for wrong in (0, -1.0, float("inf"), float("nan"), "60", True):
-        with pytest.raises(ValueError, match=rf"download_timeout must be a positive number of seconds, got"):
+        with pytest.raises(ValueError, match=r"download_timeout must be a positive number of seconds, got"):
             module(cache, download_timeout=wrong)
 
 

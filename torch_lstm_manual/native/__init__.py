@@ -1,8 +1,8 @@
 """Compiled time loops for :class:`~torch_lstm_manual.functional.LSTMFunction`.
 
 The C++ sources here hold the same two loops as
-:func:`~torch_lstm_manual.functional.forward_loop` and
-:func:`~torch_lstm_manual.functional.backward_loop` (same arguments, same
+:func:`~torch_lstm_manual.reference.forward_loop` and
+:func:`~torch_lstm_manual.reference.backward_loop` (same arguments, same
 results), for float32 and float64 tensors on the CPU, and the two passes
 ``LSTMFunction`` runs, :func:`forward_input` and :func:`backward_input`. They
 are compiled with ``torch.utils.cpp_extension.load`` the first time a backend
