@@ -283,6 +283,24 @@ def test_compile_matches_eager():
     assert_all_close(run(compiled, x), run(ours, x))
 
 
+def test_compile_after_another_hidden_size_matches_eager():
+    """Compiling a second model of another hidden size recompiles the loops with
+    symbolic sizes (dynamo's automatic dynamic shapes); the gates are split by
+    chunks, not by slices computed from H, which inductor could not index then."""
+    torch._dynamo.reset()
+    from torch_lstm_manual import LSTMCell
+
+    torch.manual_seed(0)
+    cell = LSTMCell(3, 5)
+    compiled_cell = torch.compile(cell)
+    h = c = torch.randn(4, 5)
+    for _ in range(2):
+        h, c = compiled_cell(torch.randn(4, 3), (h, c))
+    _, ours = twins(dtype=torch.float32, input_size=3, hidden_size=4, num_layers=2, bidirectional=True)
+    x = torch.randn(4, 2, 3)
+    assert_all_close(run(torch.compile(ours), x), run(ours, x))
+
+
 def test_vmap_per_sample_gradients_match_a_loop():
     """torch.nn.LSTM has no vmap batching rule; this module's per-sample gradients
     through torch.func equal a Python loop over the samples."""

@@ -109,8 +109,7 @@ class LSTMFunction(torch.autograd.Function):
             d_b_ih = d_b if needs.b_ih else None
             d_b_hh = (d_b.clone() if needs.b_ih else d_b) if needs.b_hh else None
         if needs.w_hr:
-            H = cs.shape[-1]
-            m = gates[:, 3 * H :] * torch.tanh(cs)  # (N, H)
+            m = gates.chunk(4, 1)[3] * torch.tanh(cs)  # o tanh(c), (N, H)
             d_w_hr = d_h.t().mm(m)  # (P, H)
         return (
             d_x,

@@ -89,15 +89,13 @@ def cell_forward(xw: Tensor, h: Tensor, c: Tensor, w_hh: Tensor, w_hr: Optional[
     Returns ``(h, c, gates)``: the new states and the activated gates
     ``i|f|g|o`` (b, G).
     """
-    H = c.shape[-1]
     z = torch.addmm(xw, h, w_hh.t())  # (b, G)
-    i_f = torch.sigmoid(z[:, : 2 * H])  # (b, 2H)
-    g = torch.tanh(z[:, 2 * H : 3 * H])  # (b, H)
-    o = torch.sigmoid(z[:, 3 * H :])  # (b, H)
-    c = torch.addcmul(i_f[:, H:] * c, i_f[:, :H], g)  # (b, H)
+    z_i, z_f, z_g, z_o = z.chunk(4, 1)  # 4 x (b, H)
+    i, f, g, o = torch.sigmoid(z_i), torch.sigmoid(z_f), torch.tanh(z_g), torch.sigmoid(z_o)  # 4 x (b, H)
+    c = torch.addcmul(f * c, i, g)  # (b, H)
     m = o * torch.tanh(c)  # (b, H)
     h = m if w_hr is None else m.mm(w_hr.t())  # (b, P)
-    return h, c, torch.cat([i_f, g, o], 1)
+    return h, c, torch.cat([i, f, g, o], 1)
 
 
 def cell_backward(dh: Tensor, dc: Tensor, gates: Tensor, c: Tensor, c_prev: Tensor, w_hh: Tensor, w_hr: Optional[Tensor]):
