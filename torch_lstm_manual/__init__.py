@@ -10,12 +10,16 @@ __version__ = "0.1.0"
 
 # Imported on first use, so that commands such as ``python -m torch_lstm_manual.sentiment.predict
 # --help`` answer without importing torch first.
-_EXPORTS = {"LSTMFunction": ".functional", "lstm_layer": ".functional", "LSTM": ".lstm", "replace_lstms": ".lstm", "LSTMCell": ".cell"}
+_EXPORTS = {
+    "LSTMFunction": ".functional", "lstm_layer": ".functional", "LSTM": ".lstm", "LSTMCell": ".cell",
+    "replace_lstms": ".convert",
+}
 
 if TYPE_CHECKING:
     from .cell import LSTMCell
+    from .convert import replace_lstms
     from .functional import LSTMFunction, lstm_layer
-    from .lstm import LSTM, replace_lstms
+    from .lstm import LSTM
 
 
 def __getattr__(name: str):

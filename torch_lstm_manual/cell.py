@@ -14,9 +14,9 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from . import LSTMFunction
-from .functional import lstm_layer
-from .lstm import BACKEND_CHOICES, resolve_backend
+from .backends import CHOICES as BACKEND_CHOICES
+from .backends import select
+from .functional import LSTMFunction, lstm_layer
 
 
 class LSTMCell(nn.Module):
@@ -129,7 +129,7 @@ class LSTMCell(nn.Module):
         key = (self.backend, x.device, x.dtype)
         backend = self._backends.get(key)
         if backend is None:
-            backend = self._backends[key] = resolve_backend(self.backend, x)
+            backend = self._backends[key] = select(self.backend, x)[0]
         return backend
 
     def _check_hx(self, hx, batched: bool, batch: int, x: Tensor) -> Tuple[Tensor, Tensor]:
