@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from .backends import CHOICES as BACKEND_CHOICES
 from .backends import select
-from .cell_function import LSTMCellFunction, lstm_cell
+from .cell_function import apply_step, lstm_cell
 from .functional import LSTMFunction, lstm_layer
 
 
@@ -212,7 +212,7 @@ class LSTMCell(nn.Module):
             if torch.is_grad_enabled():
                 # The Function itself, without lstm_cell's look at requires_grad:
                 # it records no graph when nothing asks for a gradient.
-                h, c, _ = LSTMCellFunction.apply(x, h0, c0, *weights)
+                h, c, _ = apply_step(x, h0, c0, *weights)
                 return h, c
             return lstm_cell(x, h0, c0, *weights)  # inference
         x = x.unsqueeze(0)  # (1, B, I): a sequence of one step

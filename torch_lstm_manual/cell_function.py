@@ -20,6 +20,7 @@ from typing import Optional
 
 import torch
 from torch import Tensor
+from torch._functorch.utils import unwrap_dead_wrappers
 
 from .backends import needs_reference
 from .backends.inplace import cell_backward_inplace, cell_forward_inplace
@@ -121,6 +122,19 @@ class LSTMCellFunction(torch.autograd.Function):
 # call (with setup_context); computed once here.
 LSTMCellFunction.forward.__signature__ = inspect.signature(LSTMCellFunction.forward)
 
+# What Function.apply calls once it has bound the arguments (which only fills in
+# defaults; forward has none) and found no torch.func transform active.
+_apply = super(torch.autograd.Function, LSTMCellFunction).apply
+
+
+def apply_step(x, h0, c0, w_ih, w_hh, b_ih, b_hh):
+    """``LSTMCellFunction.apply`` with its seven arguments, without binding them
+    to ``forward``'s signature on every call (~10 us of a step); under
+    torch.compile and torch.func transforms, ``LSTMCellFunction.apply`` itself."""
+    if torch._C._are_functorch_transforms_active() or torch.compiler.is_compiling():
+        return LSTMCellFunction.apply(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+    return _apply(*unwrap_dead_wrappers((x, h0, c0, w_ih, w_hh, b_ih, b_hh)))
+
 
 def lstm_cell(
     x: Tensor,
@@ -137,7 +151,7 @@ def lstm_cell(
     if (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)) or (
         getattr(torch.autograd.forward_ad, "_current_level", -1) >= 0
     ):
-        h, c, _ = LSTMCellFunction.apply(*tensors)
+        h, c, _ = apply_step(*tensors)
         return h, c
     h, c, _ = _forward(*tensors)
     return h, c

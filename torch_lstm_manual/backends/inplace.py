@@ -48,7 +48,7 @@ def cell_forward_inplace(xw: Optional[Tensor], z: Tensor, h: Tensor, c: Tensor, 
     else:
         torch.addmm(xw, h, w_hh_t, out=z)
     H = c.shape[-1]
-    i, f, g, o = z.split(H, 1)
+    i, f, g, o = z.chunk(4, 1)  # 4 x (b, H)
     # One sigmoid for the four gates: tanh(u) = 2 sigmoid(2u) - 1.
     g.mul_(2)
     z.sigmoid_()
@@ -76,8 +76,8 @@ def cell_backward_inplace(dm: Tensor, dc: Tensor, gates: Tensor, c: Tensor, c_pr
     ``d_z`` in place, gate by gate.
     """
     H = c.shape[-1]
-    i, f, g, o = gates.split(H, 1)  # 4 x (b, H)
-    dz_i, dz_f, dz_g, dz_o = d_z.split(H, 1)  # 4 x (b, H)
+    i, f, g, o = gates.chunk(4, 1)  # 4 x (b, H)
+    dz_i, dz_f, dz_g, dz_o = d_z.chunk(4, 1)  # 4 x (b, H)
     tanh_c = torch.tanh(c)  # (b, H)
     dc.addcmul_(dm, torch.addcmul(one, tanh_c, tanh_c, value=-1).mul_(o))  # + dm o d_tanh(tanh c)
     # d_sigmoid of the four gates at once, then g's d_tanh in its place.
