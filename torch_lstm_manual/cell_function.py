@@ -41,7 +41,7 @@ def _one(like: Tensor) -> Tensor:
 
 def _in_place(tensors) -> bool:
     """Whether the in-place step runs ``tensors`` (x first): autograd off (the
-    caller's part), no rows-less batch, nothing that needs the reference."""
+    caller's part), a batch that is not empty, nothing that needs the reference."""
     return tensors[0].shape[0] != 0 and not needs_reference(tensors)
 
 
