@@ -96,7 +96,7 @@ def test_core_layers_import_downwards_only():
     layers = [
         ["convert"],
         ["lstm", "cell"],
-        ["functional"],
+        ["functional", "cell_function"],
         ["backends"],
         ["backends.native", "backends.inplace"],
         ["backends.loops"],

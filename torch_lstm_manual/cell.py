@@ -1,9 +1,10 @@
-"""``LSTMCell``: a drop-in replacement for ``torch.nn.LSTMCell``, one step of :class:`LSTMFunction`.
+"""``LSTMCell``: a drop-in replacement for ``torch.nn.LSTMCell``, one step of the hand-derived LSTM.
 
-A cell is the layer's time loop run for a single step: the input is a
-sequence of length one, ``x`` (1, B, I), and the new states are the layer's
-final states. Forward and backward are those of ``LSTMFunction`` (the
-hand-derived backward included); nothing here computes an LSTM step itself.
+A call runs :class:`~.cell_function.LSTMCellFunction`, the step of the time
+loops (:func:`~.reference.cell_forward`, :func:`~.reference.cell_backward`
+and their in-place form) without the machinery of a whole sequence; with
+``backend="native"``, :class:`LSTMFunction` on a sequence of one step with the
+native loops. Nothing here computes an LSTM step itself.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from torch import Tensor, nn
 
 from .backends import CHOICES as BACKEND_CHOICES
 from .backends import select
+from .cell_function import apply_step, lstm_cell
 from .functional import LSTMFunction, lstm_layer
 
 
@@ -25,18 +27,22 @@ class LSTMCell(nn.Module):
     The constructor, the parameters ``weight_ih`` (4H, I), ``weight_hh`` (4H, H),
     ``bias_ih`` and ``bias_hh`` (4H,), their initialisation, ``state_dict``,
     inputs and outputs are those of ``torch.nn.LSTMCell``. A call runs
-    :class:`~torch_lstm_manual.functional.LSTMFunction` on a sequence of one
-    step, so the backward pass is the hand-derived one, which is itself
-    differentiable (double backward) and works under ``torch.func.vmap`` and
-    ``torch.compile``.
+    :class:`~torch_lstm_manual.cell_function.LSTMCellFunction`, one step of
+    the hand-derived LSTM (the in-place step of the ``"python"`` loops, with
+    autograd off), so the backward pass is the hand-derived one, which is
+    itself differentiable (double backward) and works under
+    ``torch.func.vmap`` and ``torch.compile``.
 
     Args:
         input_size: features of the input ``x``.
         hidden_size: features of the states ``h`` and ``c``.
         bias: use ``b_ih`` and ``b_hh``.
         device, dtype: of the parameters.
-        backend: time-loop implementation: ``"auto"`` (native where built and
-            supported, else Python), ``"python"`` or ``"native"``.
+        backend: ``"auto"`` or ``"python"``: the in-place Python step (for one
+            step, ``"auto"`` runs it: the native loops are made for whole
+            sequences and pack their weights on every call); ``"native"``:
+            :class:`~torch_lstm_manual.functional.LSTMFunction` on a sequence of
+            one step with the native loops.
 
     Inputs: ``input, (h_0, c_0)``: ``input`` (B, I) or unbatched (I,); ``h_0``
     and ``c_0`` (B, H) or (H,), zeros when ``hx`` is None.
@@ -77,8 +83,9 @@ class LSTMCell(nn.Module):
         else:
             self.register_parameter("bias_ih", None)
             self.register_parameter("bias_hh", None)
-        # (backend option, device, dtype) -> the loops that run such inputs,
-        # resolved on the first call (which may build the native loops).
+        # (backend option, device, dtype) -> "python" (the step) or "native"
+        # (LSTMFunction's native loops), resolved on the first call (which may
+        # build the native loops).
         self._backends = {}
         self.reset_parameters()
 
@@ -129,7 +136,8 @@ class LSTMCell(nn.Module):
         key = (self.backend, x.device, x.dtype)
         backend = self._backends.get(key)
         if backend is None:
-            backend = self._backends[key] = select(self.backend, x)[0]
+            native = self.backend == "native" and select("native", x)[0] == "native"
+            backend = self._backends[key] = "native" if native else "python"
         return backend
 
     def _check_hx(self, hx, batched: bool, batch: int, x: Tensor) -> Tuple[Tensor, Tensor]:
@@ -188,19 +196,30 @@ class LSTMCell(nn.Module):
         else:
             h0, c0 = self._check_hx(hx, dim == 2, input.shape[0], input)
         weights = (w_ih, self.weight_hh, self.bias_ih, self.bias_hh)
-        x = input.unsqueeze(0)  # (1, B, I): a sequence of one step
         if autocast:
-            x, h0, c0, weights = _autocast(x, h0, c0, weights, device_type)
+            input, h0, c0, weights = _autocast(input, h0, c0, weights, device_type)
             with torch.autocast(device_type, enabled=False):
-                _, h, c = lstm_layer(x, h0, c0, *weights, None, None, False, self._backend_for(x))
-        elif torch.is_grad_enabled():
-            # LSTMFunction itself: the forward that saves what backward needs (or, when nothing
-            # asks for a gradient, records no graph), without lstm_layer's argument checks.
-            _, h, c, _, _ = LSTMFunction.apply(x, h0, c0, *weights, None, None, False, self._backend_for(x))
+                h, c = self._step(input, h0, c0, weights)
         else:
-            _, h, c = lstm_layer(x, h0, c0, *weights, None, None, False, self._backend_for(x))  # inference
+            h, c = self._step(input, h0, c0, weights)
         if dim == 1:
             h, c = h.squeeze(0), c.squeeze(0)
+        return h, c
+
+    def _step(self, x: Tensor, h0: Tensor, c0: Tensor, weights) -> Tuple[Tensor, Tensor]:
+        """``(h_1, c_1)`` from ``x`` (B, I), ``h0``, ``c0`` (B, H)."""
+        if self._backend_for(x) == "python":
+            if torch.is_grad_enabled():
+                # The Function itself, without lstm_cell's look at requires_grad:
+                # it records no graph when nothing asks for a gradient.
+                h, c, _ = apply_step(x, h0, c0, *weights)
+                return h, c
+            return lstm_cell(x, h0, c0, *weights)  # inference
+        x = x.unsqueeze(0)  # (1, B, I): a sequence of one step
+        if torch.is_grad_enabled():
+            _, h, c, _, _ = LSTMFunction.apply(x, h0, c0, *weights, None, None, False, "native")
+            return h, c
+        _, h, c = lstm_layer(x, h0, c0, *weights, None, None, False, "native")  # inference
         return h, c
 
 
