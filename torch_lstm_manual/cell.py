@@ -17,8 +17,8 @@ from torch import Tensor, nn
 
 from .backends import CHOICES as BACKEND_CHOICES
 from .backends import select
-from .cell_function import apply_step, lstm_cell
-from .functional import LSTMFunction, lstm_layer
+from .cell_function import lstm_cell
+from .functional import lstm_layer
 
 
 class LSTMCell(nn.Module):
@@ -209,17 +209,9 @@ class LSTMCell(nn.Module):
     def _step(self, x: Tensor, h0: Tensor, c0: Tensor, weights) -> Tuple[Tensor, Tensor]:
         """``(h_1, c_1)`` from ``x`` (B, I), ``h0``, ``c0`` (B, H)."""
         if self._backend_for(x) == "python":
-            if torch.is_grad_enabled():
-                # The Function itself, without lstm_cell's look at requires_grad:
-                # it records no graph when nothing asks for a gradient.
-                h, c, _ = apply_step(x, h0, c0, *weights)
-                return h, c
-            return lstm_cell(x, h0, c0, *weights)  # inference
-        x = x.unsqueeze(0)  # (1, B, I): a sequence of one step
-        if torch.is_grad_enabled():
-            _, h, c, _, _ = LSTMFunction.apply(x, h0, c0, *weights, None, None, False, "native")
-            return h, c
-        _, h, c = lstm_layer(x, h0, c0, *weights, None, None, False, "native")  # inference
+            return lstm_cell(x, h0, c0, *weights)
+        # The native loops: LSTMFunction over a sequence of one step, x (1, B, I).
+        _, h, c = lstm_layer(x.unsqueeze(0), h0, c0, *weights, None, None, False, "native")
         return h, c
 
 

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 from torch._functorch.utils import unwrap_dead_wrappers
 
-from .backends import needs_reference
+from .backends import needs_reference, records
 from .backends.inplace import cell_backward_inplace, cell_forward_inplace
 from .reference import cell_backward, cell_forward, input_projection
 
@@ -148,9 +148,7 @@ def lstm_cell(
     """Run :class:`LSTMCellFunction` and return ``(h_1, c_1)``; without a graph
     to record (grad mode off, or no tensor that asks for a gradient), the step alone."""
     tensors = (x, h0, c0, w_ih, w_hh, b_ih, b_hh)
-    if (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)) or (
-        getattr(torch.autograd.forward_ad, "_current_level", -1) >= 0
-    ):
+    if records(tensors):
         h, c, _ = apply_step(*tensors)
         return h, c
     h, c, _ = _forward(*tensors)

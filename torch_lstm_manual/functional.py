@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
-from .backends import REFERENCE, backward_and_products, project_and_forward, select
+from .backends import REFERENCE, backward_and_products, project_and_forward, records, select
 from .layer import Grads, Needs, Saved, Weights
 
 
@@ -131,11 +131,6 @@ class LSTMFunction(torch.autograd.Function):
 LSTMFunction.forward.__signature__ = inspect.signature(LSTMFunction.forward)
 
 
-def _forward_ad_level() -> int:
-    """The innermost forward-mode AD level entered (``torch.autograd.forward_ad.dual_level``), -1 outside."""
-    return getattr(torch.autograd.forward_ad, "_current_level", -1)
-
-
 def lstm_layer(
     x: Tensor,
     h0: Tensor,
@@ -155,15 +150,9 @@ def lstm_layer(
         what = f"x of shape {tuple(x.shape)}" if sizes is None else "batch_sizes ()"
         raise ValueError(f"lstm_layer expects at least one time step, got {what}")
     tensors = (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
-    if torch.is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad for t in tensors):
+    if records(tensors):
         y, h_n, c_n, _, _ = LSTMFunction.apply(*tensors, sizes, bool(reverse), backend)
         return y, h_n, c_n
-    # Inference (grad mode off, or no tensor that asks for a gradient): no
-    # graph to record, so nothing to save for a backward pass.
-    if _forward_ad_level() >= 0:
-        # Forward-mode AD needs LSTMFunction (which reports that it has no
-        # jvp) rather than loops that would drop the tangents.
-        return LSTMFunction.apply(*tensors, sizes, bool(reverse), backend)[:3]
     rows = x if sizes is not None else x.flatten(0, 1)  # (N, I)
     _, loops = select(backend, rows, tensors)
     return _forward(x, rows, h0, c0, Weights(w_ih, w_hh, b_ih, b_hh, w_hr), sizes, bool(reverse), loops, save=False)[:3]

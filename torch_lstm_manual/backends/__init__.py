@@ -22,7 +22,7 @@ from .. import native as loader
 from . import inplace, native
 from .loops import REFERENCE, Loops, backward_and_products, project_and_forward
 
-__all__ = ["BACKENDS", "CHOICES", "REFERENCE", "Loops", "backward_and_products", "needs_reference",
+__all__ = ["BACKENDS", "CHOICES", "REFERENCE", "Loops", "backward_and_products", "needs_reference", "records",
            "project_and_forward", "select"]
 
 # What a caller may ask for: "auto" is "native" where it runs the tensors, else "python".
@@ -42,6 +42,17 @@ class _Registry(dict):
 
 
 BACKENDS = _Registry(python=inplace.LOOPS)
+
+
+def records(tensors) -> bool:
+    """Whether a call on ``tensors`` must go through its autograd Function:
+    grad mode is on and some tensor asks for a gradient, or a forward-mode AD
+    level is entered (the Function reports that it has no jvp, where loops run
+    without it would drop the tangents). Otherwise the call is inference, with
+    nothing to save for a backward pass."""
+    if torch.is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad for t in tensors):
+        return True
+    return getattr(torch.autograd.forward_ad, "_current_level", -1) >= 0
 
 
 def needs_reference(values) -> bool:
