@@ -111,3 +111,14 @@ def loop_inputs(sizes, H, P, dtype, seed=0):
     xw, h0, c0 = rand(N, 4 * H), rand(B, P_), rand(B, H)
     w_hh, w_hr = rand(4 * H, P_, scale=0.3), rand(P_, H, scale=0.3) if P else None
     return xw, h0, c0, w_hh, w_hr
+
+
+def assert_per_sample_grads_match_a_loop(loss, params, xs):
+    """``vmap(grad(loss))`` over the samples ``xs`` (the parameters ``params``
+    unbatched) equals ``loss``'s gradients computed sample by sample."""
+    batched = torch.func.vmap(torch.func.grad(loss), in_dims=(None, 0))(params, xs)
+    leaves = {k: v.clone().requires_grad_() for k, v in params.items()}
+    for s in range(xs.shape[0]):
+        one = torch.autograd.grad(loss(leaves, xs[s]), list(leaves.values()))
+        for name, g in zip(leaves, one):
+            torch.testing.assert_close(batched[name][s], g, msg=lambda m: f"{name}, sample {s}: {m}")

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import assert_all_close, available_backends
+from helpers import assert_all_close, assert_per_sample_grads_match_a_loop, available_backends
 from torch_lstm_manual import LSTM, LSTMCell, replace_lstms
 
 BACKENDS = available_backends()
@@ -132,12 +132,7 @@ def test_vmap_per_sample_gradients_match_a_loop():
             total = total + (h**2).sum() + c.sum()
         return total
 
-    batched = torch.func.vmap(torch.func.grad(loss), in_dims=(None, 0))(params, xs)
-    leaves = {k: v.clone().requires_grad_() for k, v in params.items()}
-    for s in range(xs.shape[0]):
-        one = torch.autograd.grad(loss(leaves, xs[s]), list(leaves.values()))
-        for name, g in zip(leaves, one):
-            torch.testing.assert_close(batched[name][s], g)
+    assert_per_sample_grads_match_a_loop(loss, params, xs)
 
 
 def test_compile_matches_eager():

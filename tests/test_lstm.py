@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers import DEVICES, assert_all_close, available_backends, run, twins
+from helpers import DEVICES, assert_all_close, assert_per_sample_grads_match_a_loop, available_backends, run, twins
 
 BACKENDS = available_backends()
 
@@ -312,12 +312,7 @@ def test_vmap_per_sample_gradients_match_a_loop():
         out, (h, c) = torch.func.functional_call(ours, p, (x,))
         return (out**2).sum() + h.sum() + c.sum()
 
-    batched = torch.func.vmap(torch.func.grad(loss), in_dims=(None, 0))(params, xs)
-    leaves = {k: v.clone().requires_grad_() for k, v in params.items()}
-    for s in range(xs.shape[0]):
-        one = torch.autograd.grad(loss(leaves, xs[s]), list(leaves.values()))
-        for name, g in zip(leaves, one):
-            torch.testing.assert_close(batched[name][s], g)
+    assert_per_sample_grads_match_a_loop(loss, params, xs)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
