@@ -51,7 +51,8 @@ import torch
 
 ENV_SWITCH = "TORCH_LSTM_MANUAL_NATIVE"
 _SOURCES = (
-    "bindings.cpp", "tiled_loops.cpp", "blas_loops.cpp", "cells.cpp", "tiles.cpp", "blas.cpp", "buffers.cpp"
+    "bindings.cpp", "tiled_loops.cpp", "blas_loops.cpp", "variant_loops.cpp", "cells.cpp", "tiles.cpp", "blas.cpp",
+    "buffers.cpp",
 )
 
 _DISABLED = ("0", "false", "off", "no")
