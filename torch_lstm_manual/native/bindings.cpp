@@ -342,7 +342,7 @@ std::vector<Tensor> variant_forward(const Tensor& xw_, const Tensor& h0_, const 
   Tensor xw = xw_.contiguous(), h0 = h0_.contiguous(), w_hh = w_hh_.contiguous();
   auto opt = xw.options();
   ForwardOutputs out(s, H, P, c0, save, opt);
-  Tensor r_hat = save && v.norm() ? at::empty({s.N, G}, opt) : Tensor();
+  Tensor r_hat = save && v.norm() ? buffers().empty({s.N, G}, opt) : Tensor();
   Tensor r_rstd = save && v.norm() ? at::empty({s.N}, opt) : Tensor();
   AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "lstm_variant_forward", [&] {
     auto ptr = [](const Tensor& t) { return t.defined() ? t.data_ptr<scalar_t>() : nullptr; };
@@ -386,7 +386,7 @@ std::vector<Tensor> variant_backward(const Tensor& d_y_, const Tensor& d_hn, con
   Tensor d_y = d_y_.contiguous(), gates = gates_.contiguous(), cs = cs_.contiguous(), c0 = c0_.contiguous();
   Tensor w_hh = w_hh_.contiguous();
   auto opt = gates.options();
-  Tensor d_z = buffers().empty({s.N, G}, opt), d_r = v.norm() ? at::empty({s.N, G}, opt) : Tensor();
+  Tensor d_z = buffers().empty({s.N, G}, opt), d_r = v.norm() ? buffers().empty({s.N, G}, opt) : Tensor();
   Tensor d_h = w_hr.defined() ? at::empty({s.N, P}, opt) : Tensor();
   Tensor d_h0 = d_hn.contiguous().clone(), d_c0 = d_cn.contiguous().clone(), d_b = at::empty({G}, opt);
   Tensor d_ln_hh = v.norm() ? at::empty({G}, opt) : Tensor(), d_ln_c = v.norm() ? at::empty({H}, opt) : Tensor();

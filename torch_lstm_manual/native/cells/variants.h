@@ -20,7 +20,7 @@
 // two: VariantCell has one per-vector function for each part between two
 // reductions, written once over the value type V with Ops<V> (vector_math.h)
 // as cells/lstm.h, and the row functions at the end sweep a row with them
-// and do the reductions, in double. Operands of an option that is off are
+// and do the reductions (reduce, below). Operands of an option that is off are
 // null. NaN propagates as in the plain cell: the reductions and the
 // vector functions pass it on.
 
@@ -50,15 +50,43 @@ inline void sweep(int64_t n, const F& f) {
   for (; j < n; ++j) f(T{}, j);
 }
 
-// Mean and 1 / sqrt(var + eps) (biased variance) of x[0 .. n), in double.
+// The sum of f(V{}, j) over the units j of a row of n, as sweep() visits
+// them: each lane of a vector adds up its own units (n / 16 of them for
+// AVX-512), the lanes and the rest one by one add up in double.
+template <typename T, typename F>
+inline double reduce(int64_t n, const F& f) {
+  double total = 0;
+  int64_t j = 0;
+  auto lanes = [&](auto v, int64_t width) {
+    using V = decltype(v);
+    V acc = Ops<V>::set(0.0);
+    for (; j + width <= n; j += width) acc = acc + f(v, j);
+    alignas(64) float part[16];
+    Ops<V>::store(part, acc);
+    for (int64_t k = 0; k < width; ++k) total += part[k];
+  };
+#ifdef LSTM_AVX512
+  if constexpr (std::is_same_v<T, float>) lanes(Lanes<Avx512>{}, 16);
+#endif
+#ifdef LSTM_AVX2
+  if constexpr (std::is_same_v<T, float>) lanes(Lanes<Avx2>{}, 8);
+#endif
+  (void)lanes;
+  for (; j < n; ++j) total += f(T{}, j);
+  return total;
+}
+
+// Mean and 1 / sqrt(var + eps) (biased variance) of x[0 .. n).
 template <typename T>
-inline void mean_rstd(const T* x, int64_t n, double& mean, double& rstd) {
-  double s = 0;
-  for (int64_t j = 0; j < n; ++j) s += x[j];
-  mean = s / n;
-  double v = 0;
-  for (int64_t j = 0; j < n; ++j) v += (x[j] - mean) * (x[j] - mean);
-  rstd = 1.0 / std::sqrt(v / n + 1e-5);
+inline void mean_rstd(const T* x, int64_t n, T& mean, T& rstd) {
+  const double m = reduce<T>(n, [&](auto v, int64_t j) { return Ops<decltype(v)>::load(x + j); }) / n;
+  mean = static_cast<T>(m);
+  const double var = reduce<T>(n, [&](auto v, int64_t j) {
+                       using O = Ops<decltype(v)>;
+                       auto d = O::load(x + j) - O::set(m);
+                       return d * d;
+                     }) / n;
+  rstd = static_cast<T>(1.0 / std::sqrt(var + 1e-5));
 }
 
 // The options of a call: what every row of it reads.
@@ -240,18 +268,17 @@ struct VariantCell {
   static void forward_row(const VariantWeights<T>& w, VariantForward<T> a, T* r, T* rstd) {
     const int64_t H = w.H, G = 4 * H;
     if (w.ln_hh) {
-      double mean, rs;
+      T mean, rs;
       mean_rstd(r, G, mean, rs);
-      for (int64_t j = 0; j < G; ++j) r[j] = static_cast<T>((r[j] - mean) * rs);
-      *rstd = static_cast<T>(rs);
+      sweep<T>(G, [&](auto v, int64_t j) {
+        using O = Ops<decltype(v)>;
+        O::store(r + j, (O::load(r + j) - O::set(mean)) * O::set(rs));
+      });
+      *rstd = rs;
     }
     a.r = r;
     sweep<T>(H, [&](auto v, int64_t j) { forward_gates<decltype(v)>(j, w, a); });
-    if (w.ln_hh) {
-      double mean, rs;
-      mean_rstd(a.ct, H, mean, rs);
-      a.mean_c = static_cast<T>(mean), a.rstd_c = static_cast<T>(rs);
-    }
+    if (w.ln_hh) mean_rstd(a.ct, H, a.mean_c, a.rstd_c);
     sweep<T>(H, [&](auto v, int64_t j) { forward_output<decltype(v)>(j, w, a); });
   }
 
@@ -260,28 +287,25 @@ struct VariantCell {
   static void backward_row(const VariantWeights<T>& w, VariantBackward<T> a) {
     const int64_t H = w.H, G = 4 * H;
     sweep<T>(H, [&](auto v, int64_t j) { backward_cell<decltype(v)>(j, w, a); });
-    if (w.ln_hh) {
-      double mean, rs;
-      mean_rstd(a.ct, H, mean, rs);
-      a.mean_c = static_cast<T>(mean), a.rstd_c = static_cast<T>(rs);
-    }
+    if (w.ln_hh) mean_rstd(a.ct, H, a.mean_c, a.rstd_c);
     sweep<T>(H, [&](auto v, int64_t j) { backward_output<decltype(v)>(j, w, a); });
-    if (w.ln_hh) {  // the means of γ_c du and γ_c du ĉ
-      double s1 = 0, s2 = 0;
-      for (int64_t j = 0; j < H; ++j) {
-        const double c_hat = (double(a.ct[j]) - a.mean_c) * a.rstd_c;
-        s1 += a.du[j], s2 += a.du[j] * c_hat;
-      }
-      a.s1 = static_cast<T>(s1 / H), a.s2 = static_cast<T>(s2 / H);
+    if (w.ln_hh) {  // the means of γ_c du and γ_c du ĉ (a.du holds γ_c du)
+      a.s1 = static_cast<T>(reduce<T>(H, [&](auto v, int64_t j) { return Ops<decltype(v)>::load(a.du + j); }) / H);
+      a.s2 = static_cast<T>(reduce<T>(H, [&](auto v, int64_t j) {
+                              using O = Ops<decltype(v)>;
+                              return O::load(a.du + j) * ((O::load(a.ct + j) - O::set(a.mean_c)) * O::set(a.rstd_c));
+                            }) / H);
     }
     sweep<T>(H, [&](auto v, int64_t j) { backward_gates<decltype(v)>(j, w, a); });
-    if (w.ln_hh) {
-      double t1 = 0, t2 = 0;
-      for (int64_t j = 0; j < G; ++j) {
-        const double gdz = double(w.ln_hh[j]) * a.d_z[j];
-        t1 += gdz, t2 += gdz * a.r_hat[j];
-      }
-      a.t1 = static_cast<T>(t1 / G), a.t2 = static_cast<T>(t2 / G);
+    if (w.ln_hh) {  // the means of γ_hh dz and γ_hh dz r̂
+      a.t1 = static_cast<T>(reduce<T>(G, [&](auto v, int64_t j) {
+                              using O = Ops<decltype(v)>;
+                              return O::load(w.ln_hh + j) * O::load(a.d_z + j);
+                            }) / G);
+      a.t2 = static_cast<T>(reduce<T>(G, [&](auto v, int64_t j) {
+                              using O = Ops<decltype(v)>;
+                              return O::load(w.ln_hh + j) * O::load(a.d_z + j) * O::load(a.r_hat + j);
+                            }) / G);
       sweep<T>(G, [&](auto v, int64_t j) { backward_norm_sums<decltype(v)>(j, w, a); });
       sweep<T>(G, [&](auto v, int64_t j) { backward_norm<decltype(v)>(j, w, a); });
     }
