@@ -301,12 +301,10 @@ struct Variant {
         m_rec(optional_tensor(m_rec_, "recurrent mask", s.B, P, like)),
         m_cell(optional_tensor(m_cell_, "cell mask", s.N, H, like)),
         m_hidden(optional_tensor(m_hidden_, "hidden mask", s.N, P, like)) {
-    const bool all = ln_hh.defined() && ln_c.defined() && ln_c_bias.defined();
-    TORCH_CHECK(all || !(ln_hh.defined() || ln_c.defined() || ln_c_bias.defined()),
-                "layer norm needs ln_hh, ln_c and ln_c_bias together, got ", ln_hh.defined() ? "" : "no ",
-                "ln_hh, ", ln_c.defined() ? "" : "no ", "ln_c, ", ln_c_bias.defined() ? "" : "no ", "ln_c_bias");
+    TORCH_CHECK(ln_c.defined() == ln_c_bias.defined(), "the layer norm of the cell state needs ln_c and ln_c_bias "
+                "together, got ", ln_c.defined() ? "ln_c" : "ln_c_bias", " alone");
   }
-  bool norm() const { return ln_hh.defined(); }
+  bool norm() const { return ln_hh.defined(); }  // the layer norm of r
   template <typename T>
   VariantWeights<T> weights(int64_t H) const {
     return {H, ptr<T>(ln_hh), ptr<T>(ln_c), ptr<T>(ln_c_bias), ptr<T>(peephole)};
@@ -389,8 +387,9 @@ std::vector<Tensor> variant_backward(const Tensor& d_y_, const Tensor& d_hn, con
   Tensor d_z = buffers().empty({s.N, G}, opt), d_r = v.norm() ? buffers().empty({s.N, G}, opt) : Tensor();
   Tensor d_h = w_hr.defined() ? at::empty({s.N, P}, opt) : Tensor();
   Tensor d_h0 = d_hn.contiguous().clone(), d_c0 = d_cn.contiguous().clone(), d_b = at::empty({G}, opt);
-  Tensor d_ln_hh = v.norm() ? at::empty({G}, opt) : Tensor(), d_ln_c = v.norm() ? at::empty({H}, opt) : Tensor();
-  Tensor d_ln_c_bias = v.norm() ? at::empty({H}, opt) : Tensor();
+  const bool norm_c = v.ln_c.defined();
+  Tensor d_ln_hh = v.norm() ? at::empty({G}, opt) : Tensor(), d_ln_c = norm_c ? at::empty({H}, opt) : Tensor();
+  Tensor d_ln_c_bias = norm_c ? at::empty({H}, opt) : Tensor();
   Tensor d_peephole = v.peephole.defined() ? at::empty({3, H}, opt) : Tensor();
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "lstm_variant_backward", [&] {
     auto ptr = [](const Tensor& t) { return t.defined() ? t.data_ptr<scalar_t>() : nullptr; };

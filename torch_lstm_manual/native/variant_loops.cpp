@@ -112,10 +112,10 @@ void backward_variant(const Steps& s, const T* d_y, const T* gates, const T* cs,
                       const VariantMasks<T>& masks, T* d_z, T* d_r, T* d_h, T* dh_run, T* dc_run, T* d_b,
                       T* d_ln_hh, T* d_ln_c, T* d_ln_c_bias, T* d_peephole) {
   const int64_t H = w.H, G = 4 * H;
-  const bool norm = w.ln_hh != nullptr, peep = w.peephole != nullptr;
+  const bool norm = w.ln_hh != nullptr, norm_c = w.ln_c != nullptr, peep = w.peephole != nullptr;
   const int threads = variant_threads(s.B, H, P);
   // Each thread's sums over the steps: d_b | d_ln_hh | d_ln_c | d_ln_c_bias | d_peephole.
-  const int64_t n_sums = G + (norm ? G + 2 * H : 0) + (peep ? 3 * H : 0);
+  const int64_t at_ln_c = G + (norm ? G : 0), at_peep = at_ln_c + (norm_c ? 2 * H : 0), n_sums = at_peep + (peep ? 3 * H : 0);
   std::vector<std::vector<double>> totals(threads);
   run_parallel(threads, [&](int tid, int nt, Team& team) {
     auto [r0, r1] = rows_of(s.B, tid, nt);
@@ -133,8 +133,8 @@ void backward_variant(const Steps& s, const T* d_y, const T* gates, const T* cs,
     if (!team.all_allocated(ok, nt)) return;
     RowSums<T>& sums = *sums_;
     T* acc = sums.data();
-    T *acc_ln_hh = norm ? acc + G : nullptr, *acc_ln_c = norm ? acc + 2 * G : nullptr;
-    T *acc_ln_c_b = norm ? acc + 2 * G + H : nullptr, *acc_peep = peep ? acc + G + (norm ? G + 2 * H : 0) : nullptr;
+    T *acc_ln_hh = norm ? acc + G : nullptr, *acc_ln_c = norm_c ? acc + at_ln_c : nullptr;
+    T *acc_ln_c_b = norm_c ? acc + at_ln_c + H : nullptr, *acc_peep = peep ? acc + at_peep : nullptr;
     for (int64_t i = s.T - 1; i >= 0; --i) {  // steps in reverse of the forward order
       const int64_t t = s.order[i], b = s.size[t], off = s.offset[t];
       const int64_t lo = r0, hi = std::min(r1, b), n = hi - lo;
@@ -203,8 +203,9 @@ void backward_variant(const Steps& s, const T* d_y, const T* gates, const T* cs,
     for (int64_t k = 0; k < n; ++k) to[k] = static_cast<T>(sum[from + k]);
   };
   store(d_b, 0, G);
-  if (norm) store(d_ln_hh, G, G), store(d_ln_c, 2 * G, H), store(d_ln_c_bias, 2 * G + H, H);
-  if (peep) store(d_peephole, G + (norm ? G + 2 * H : 0), 3 * H);
+  if (norm) store(d_ln_hh, G, G);
+  if (norm_c) store(d_ln_c, at_ln_c, H), store(d_ln_c_bias, at_ln_c + H, H);
+  if (peep) store(d_peephole, at_peep, 3 * H);
 }
 
 #define LSTM_VARIANT_LOOPS(T)                                                                                     \

@@ -32,7 +32,7 @@ struct VariantMasks {
   const T* hidden;     // (N, P) zoneout of h
 };
 
-// Forward: y (N, P); gates (N, G), cs (N, H), with layer norm r_hat (N, G)
+// Forward: y (N, P); gates (N, G), cs (N, H), with layer norm of r r_hat (N, G)
 // and r_rstd (N,), where not null (save); c_run (B, H) holds c0 in and c_n out.
 template <typename T>
 void forward_variant(const Steps& s, const T* xw, const T* h0, const T* w_hh, const T* w_hr, int64_t P,

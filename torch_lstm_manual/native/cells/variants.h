@@ -93,9 +93,9 @@ inline void mean_rstd(const T* x, int64_t n, T& mean, T& rstd) {
 template <typename T>
 struct VariantWeights {
   int64_t H;
-  const T* ln_hh;      // (G,) γ_hh, or null: no layer norm
-  const T* ln_c;       // (H,) γ_c (with ln_hh)
-  const T* ln_c_bias;  // (H,) β_c
+  const T* ln_hh;      // (G,) γ_hh, or null: no layer norm of r
+  const T* ln_c;       // (H,) γ_c, or null: no layer norm of c̃
+  const T* ln_c_bias;  // (H,) β_c (with ln_c)
   const T* peephole;   // (3, H): p_i, p_f, p_o, or null
 };
 
@@ -168,7 +168,7 @@ struct VariantCell {
     using O = Ops<V>;
     const V one = O::set(1.0);
     V ct = O::load(a.ct + j), u = ct;
-    if (w.ln_hh)
+    if (w.ln_c)
       u = O::load(w.ln_c + j) * ((ct - O::set(a.mean_c)) * O::set(a.rstd_c)) + O::load(w.ln_c_bias + j);
     O::store(a.m + j, O::load(a.gates + 3 * w.H + j) * O::tanh(u));
     V c = ct;
@@ -196,7 +196,7 @@ struct VariantCell {
     const int64_t H = w.H;
     const V one = O::set(1.0);
     V ct = O::load(a.ct + j), u = ct, c_hat = ct;
-    if (w.ln_hh) {
+    if (w.ln_c) {
       c_hat = (ct - O::set(a.mean_c)) * O::set(a.rstd_c);
       u = O::load(w.ln_c + j) * c_hat + O::load(w.ln_c_bias + j);
     }
@@ -204,7 +204,7 @@ struct VariantCell {
     V du = dm * o * (one - tanh_u * tanh_u);
     V dz_o = dm * tanh_u * o * (one - o);
     O::store(a.d_z + 3 * H + j, dz_o);
-    if (w.ln_hh) {
+    if (w.ln_c) {
       O::store(a.acc_ln_c + j, O::load(a.acc_ln_c + j) + du * c_hat);
       O::store(a.acc_ln_c_b + j, O::load(a.acc_ln_c_b + j) + du);
       du = O::load(w.ln_c + j) * du;
@@ -225,7 +225,7 @@ struct VariantCell {
       V d = O::load(a.d_c + j);
       dct = dc * (one - d), direct = dc * d;
     }
-    if (w.ln_hh) {
+    if (w.ln_c) {
       V c_hat = (O::load(a.ct + j) - O::set(a.mean_c)) * O::set(a.rstd_c);
       dct = dct + O::set(a.rstd_c) * (du - O::set(a.s1) - c_hat * O::set(a.s2));
     } else {
@@ -278,7 +278,7 @@ struct VariantCell {
     }
     a.r = r;
     sweep<T>(H, [&](auto v, int64_t j) { forward_gates<decltype(v)>(j, w, a); });
-    if (w.ln_hh) mean_rstd(a.ct, H, a.mean_c, a.rstd_c);
+    if (w.ln_c) mean_rstd(a.ct, H, a.mean_c, a.rstd_c);
     sweep<T>(H, [&](auto v, int64_t j) { forward_output<decltype(v)>(j, w, a); });
   }
 
@@ -287,9 +287,9 @@ struct VariantCell {
   static void backward_row(const VariantWeights<T>& w, VariantBackward<T> a) {
     const int64_t H = w.H, G = 4 * H;
     sweep<T>(H, [&](auto v, int64_t j) { backward_cell<decltype(v)>(j, w, a); });
-    if (w.ln_hh) mean_rstd(a.ct, H, a.mean_c, a.rstd_c);
+    if (w.ln_c) mean_rstd(a.ct, H, a.mean_c, a.rstd_c);
     sweep<T>(H, [&](auto v, int64_t j) { backward_output<decltype(v)>(j, w, a); });
-    if (w.ln_hh) {  // the means of γ_c du and γ_c du ĉ (a.du holds γ_c du)
+    if (w.ln_c) {  // the means of γ_c du and γ_c du ĉ (a.du holds γ_c du)
       a.s1 = static_cast<T>(reduce<T>(H, [&](auto v, int64_t j) { return Ops<decltype(v)>::load(a.du + j); }) / H);
       a.s2 = static_cast<T>(reduce<T>(H, [&](auto v, int64_t j) {
                               using O = Ops<decltype(v)>;
