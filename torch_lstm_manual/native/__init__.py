@@ -13,7 +13,9 @@ in torch's extension directory (``TORCH_EXTENSIONS_DIR``, default
 Files: ``bindings.cpp`` (argument checks, Python bindings, choice of loop),
 ``loops.h`` (the loop drivers' interface), ``tiled_loops.cpp`` (float32 on
 register tiles, ``tiles.cpp``/``tiles.h``), ``blas_loops.cpp`` (BLAS
-products, ``blas.cpp``/``blas.h``), ``parallel.h`` (thread team),
+products, ``blas.cpp``/``blas.h``), ``variant_loops.cpp``/``variant_loops.h``
+(the loops of the variants: layer norm, peepholes, zoneout, recurrent
+dropout; their cell in ``cells/variants.h``), ``parallel.h`` (thread team),
 ``buffers.cpp``/``buffers.h`` (kept buffers), ``cell.h`` and ``cells.cpp``
 (the cell arithmetic of a row, for every kind), ``cells/lstm.h`` (the LSTM
 cell; what a new cell kind provides) over ``vector_math.h`` (scalar, AVX2
