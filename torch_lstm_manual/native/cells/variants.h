@@ -277,8 +277,15 @@ struct VariantCell {
       *rstd = rs;
     }
     a.r = r;
+    if (!w.ln_c) {  // no reduction between the two parts: one pass
+      sweep<T>(H, [&](auto v, int64_t j) {
+        forward_gates<decltype(v)>(j, w, a);
+        forward_output<decltype(v)>(j, w, a);
+      });
+      return;
+    }
     sweep<T>(H, [&](auto v, int64_t j) { forward_gates<decltype(v)>(j, w, a); });
-    if (w.ln_c) mean_rstd(a.ct, H, a.mean_c, a.rstd_c);
+    mean_rstd(a.ct, H, a.mean_c, a.rstd_c);
     sweep<T>(H, [&](auto v, int64_t j) { forward_output<decltype(v)>(j, w, a); });
   }
 
@@ -286,17 +293,24 @@ struct VariantCell {
   template <typename T>
   static void backward_row(const VariantWeights<T>& w, VariantBackward<T> a) {
     const int64_t H = w.H, G = 4 * H;
-    sweep<T>(H, [&](auto v, int64_t j) { backward_cell<decltype(v)>(j, w, a); });
-    if (w.ln_c) mean_rstd(a.ct, H, a.mean_c, a.rstd_c);
-    sweep<T>(H, [&](auto v, int64_t j) { backward_output<decltype(v)>(j, w, a); });
-    if (w.ln_c) {  // the means of γ_c du and γ_c du ĉ (a.du holds γ_c du)
+    if (!w.ln_c) {  // no reduction between the parts: one pass
+      sweep<T>(H, [&](auto v, int64_t j) {
+        backward_cell<decltype(v)>(j, w, a);
+        backward_output<decltype(v)>(j, w, a);
+        backward_gates<decltype(v)>(j, w, a);
+      });
+    } else {
+      sweep<T>(H, [&](auto v, int64_t j) { backward_cell<decltype(v)>(j, w, a); });
+      mean_rstd(a.ct, H, a.mean_c, a.rstd_c);
+      sweep<T>(H, [&](auto v, int64_t j) { backward_output<decltype(v)>(j, w, a); });
+      // The means of γ_c du and γ_c du ĉ (a.du holds γ_c du).
       a.s1 = static_cast<T>(reduce<T>(H, [&](auto v, int64_t j) { return Ops<decltype(v)>::load(a.du + j); }) / H);
       a.s2 = static_cast<T>(reduce<T>(H, [&](auto v, int64_t j) {
                               using O = Ops<decltype(v)>;
                               return O::load(a.du + j) * ((O::load(a.ct + j) - O::set(a.mean_c)) * O::set(a.rstd_c));
                             }) / H);
+      sweep<T>(H, [&](auto v, int64_t j) { backward_gates<decltype(v)>(j, w, a); });
     }
-    sweep<T>(H, [&](auto v, int64_t j) { backward_gates<decltype(v)>(j, w, a); });
     if (w.ln_hh) {  // the means of γ_hh dz and γ_hh dz r̂
       a.t1 = static_cast<T>(reduce<T>(G, [&](auto v, int64_t j) {
                               using O = Ops<decltype(v)>;
