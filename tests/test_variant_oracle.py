@@ -160,7 +160,8 @@ def test_zoneout_step_mixes_previous_and_new_state(kind):
 def test_zoneout_masks_of_ones_keep_the_initial_states(lengths):
     lstm, params, x, h0, c0 = make_case(2, True, proj_size=3, layer_norm=True, peepholes=True)
     masks = [{"cell": torch.ones(T, B, H, dtype=DT), "hidden": torch.ones(T, B, 3, dtype=DT)} for _ in range(4)]
-    out, h_n, c_n = run_oracle(params, x, h0, c0, lengths, **options(lstm, layer_norm=True, peepholes=True, masks=masks))
+    opts = options(lstm, layer_norm=True, peepholes=True, masks=masks)
+    out, h_n, c_n = run_oracle(params, x, h0, c0, lengths, **opts)
     torch.testing.assert_close(h_n, h0, rtol=0, atol=0)
     torch.testing.assert_close(c_n, c0, rtol=0, atol=0)
     for b, n in enumerate(lengths or [T] * B):
