@@ -1,7 +1,8 @@
 """Checks of the variant oracle (``variant_oracle.py``) itself: with every
 variant off it is ``torch.nn.LSTM``; each variant, on one step, is its formula
 written here a second time with torch.nn.functional; masks that should change
-nothing change nothing, and the ones that should, do."""
+nothing change nothing, and the ones that should, do; autograd through it
+agrees with finite differences."""
 
 from __future__ import annotations
 
@@ -279,3 +280,37 @@ def test_bad_input_names_the_argument(change, match):
     opts = options(lstm, masks=args["masks"])
     with pytest.raises((ValueError, KeyError), match=match):
         run_oracle(params, x, args["h0"], c0, args["lengths"], **opts)
+
+
+# --- the oracle is differentiable --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("num_layers, bidirectional, lengths", [(1, True, [3, 2]), (2, True, [3, 1])])
+def test_gradcheck_with_every_variant_on(num_layers, bidirectional, lengths):
+    """Autograd through the oracle against finite differences, float64, every
+    variant on with fixed masks: its gradients are those of the function it computes."""
+    T_, B_, I_, H_, P_ = 3, 2, 2, 3, 2
+    D = 2 if bidirectional else 1
+    torch.manual_seed(0)
+    lstm = nn.LSTM(I_, H_, num_layers, bidirectional=bidirectional, proj_size=P_, dtype=DT)
+    params = dict(lstm.state_dict())
+    params.update(variant_params(num_layers, bidirectional, H_, layer_norm=True, peepholes=True))
+    masks = random_masks(
+        num_layers, bidirectional, T_, B_, H_, P_,
+        weight_drop=0.3, recurrent_dropout=0.3, zoneout_cell=0.3, zoneout_hidden=0.3, seed=4,
+    )  # fmt: skip
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(T_, B_, I_, generator=gen, dtype=DT)
+    h0 = torch.randn(num_layers * D, B_, P_, generator=gen, dtype=DT)
+    c0 = torch.randn(num_layers * D, B_, H_, generator=gen, dtype=DT)
+    names = sorted(params)
+
+    def f(x, h0, c0, *values):
+        return oracle_lstm(
+            x, lengths, h0, c0, dict(zip(names, values)),
+            num_layers=num_layers, bidirectional=bidirectional, proj_size=P_,
+            layer_norm=True, peepholes=True, masks=masks,
+        )  # fmt: skip
+
+    tensors = [t.detach().clone().requires_grad_() for t in [x, h0, c0, *(params[n] for n in names)]]
+    assert torch.autograd.gradcheck(f, tensors, fast_mode=num_layers > 1)
