@@ -12,7 +12,6 @@ from __future__ import annotations
 import numbers
 from typing import NamedTuple, Optional, Sequence
 
-import torch
 from torch import Tensor
 
 # The probabilities a module takes, by keyword: the share of units dropped
