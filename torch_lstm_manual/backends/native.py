@@ -3,7 +3,12 @@ with the arguments and results of the reference loops.
 
 Each function calls one function of the extension; the extension is built
 (or loaded from the cache) by :func:`torch_lstm_manual.native.load`, which
-:func:`torch_lstm_manual.backends.select` calls before it runs these.
+:func:`torch_lstm_manual.backends.select` calls before it runs these. Calls
+of the plain LSTM run its own loops (``forward``, ``backward`` and the fused
+``forward_input``, ``backward_input``); calls with any variant of the cell
+(layer norm, peepholes, zoneout, recurrent dropout) run the variant loops
+(``variant_forward``, ``variant_backward``), and their products over all
+steps as :func:`~torch_lstm_manual.backends.loops.backward_and_products` does.
 """
 
 from __future__ import annotations
@@ -12,9 +17,9 @@ import torch
 from torch import Tensor
 
 from .. import native as loader
-from ..layer import ALL, Grads, LoopGrads, Masks, Needs, Saved, Weights
+from ..layer import ALL, NO_MASKS, Grads, LoopGrads, Masks, Needs, Saved, Weights
 from ..reference import input_bias
-from .loops import LayerGrads, Loops, backward_and_products
+from .loops import LayerGrads, Loops, backward_and_products, project_and_forward
 
 
 def _batch_sizes(batch_sizes):
@@ -24,18 +29,41 @@ def _batch_sizes(batch_sizes):
     return batch_sizes if isinstance(batch_sizes, (list, tuple)) else list(batch_sizes)
 
 
+def _variant_loop(weights: Weights, masks: Masks) -> bool:
+    """Whether the loops of a call have a variant of the cell (anything but ``ln_ih``,
+    which the input projection applies)."""
+    return not weights.plain or weights.ln_c is not None or any(m is not None for m in masks)
+
+
+def _options(weights: Weights, masks: Masks):
+    """The variant tensors as the extension takes them, None where off."""
+    return (weights.ln_hh, weights.ln_c, weights.ln_c_bias, weights.peephole, *masks)
+
+
 def forward_loop(xw: Tensor, h0: Tensor, c0: Tensor, weights: Weights, masks: Masks, batch_sizes, reverse: bool,
                  save: bool = True):
     """:func:`~torch_lstm_manual.reference.forward_loop`, compiled."""
+    masks = NO_MASKS if masks is None else masks
     sizes = _batch_sizes(batch_sizes)
+    if _variant_loop(weights, masks):
+        y, gates, cs, h_n, c_n, r_hat, r_rstd = loader._ext.variant_forward(
+            xw, h0, c0, weights.w_hh, weights.w_hr, *_options(weights, masks), sizes, bool(reverse), bool(save)
+        )
+        return y, gates, cs, h_n, c_n, r_hat, r_rstd
     y, gates, cs, h_n, c_n = loader._ext.forward(xw, h0, c0, weights.w_hh, weights.w_hr, sizes, bool(reverse), bool(save))
     return y, gates, cs, h_n, c_n, None, None
 
 
 def backward_loop(grads: Grads, saved: Saved, weights: Weights, masks: Masks, batch_sizes, reverse: bool):
     """:func:`~torch_lstm_manual.reference.backward_loop`, compiled."""
+    masks = NO_MASKS if masks is None else masks
     d_y, d_hn, d_cn = grads
     sizes = _batch_sizes(batch_sizes)
+    if _variant_loop(weights, masks):
+        return LoopGrads._make(loader._ext.variant_backward(
+            d_y, d_hn, d_cn, saved.gates, saved.cs, saved.c0, saved.r_hat, saved.r_rstd, weights.w_hh, weights.w_hr,
+            *_options(weights, masks), sizes, bool(reverse),
+        ))
     d_z, d_h, d_h0, d_c0, d_b = loader._ext.backward(
         d_y, d_hn, d_cn, saved.gates, saved.cs, saved.c0, weights.w_hh, weights.w_hr, sizes, bool(reverse)
     )
@@ -50,8 +78,11 @@ def input_projection(rows: Tensor, w_ih: Tensor, b_ih, b_hh) -> Tensor:
 def forward_input(rows: Tensor, h0: Tensor, c0: Tensor, weights: Weights, masks: Masks, batch_sizes, reverse: bool,
                   save: bool = True):
     """:func:`~torch_lstm_manual.backends.loops.project_and_forward` with the
-    native loops; in float32 without a projection, one pass (the input
-    projection on the same register tiles as the recurrent product)."""
+    native loops; in float32 without a projection or variant, one pass (the
+    input projection on the same register tiles as the recurrent product)."""
+    masks = NO_MASKS if masks is None else masks
+    if weights.ln_ih is not None or _variant_loop(weights, masks):
+        return project_and_forward(LOOPS, rows, h0, c0, weights, masks, batch_sizes, reverse, save)
     w_ih, w_hh, b_ih, b_hh, w_hr = weights[:5]
     bias = input_bias(b_ih, b_hh)
     sizes = _batch_sizes(batch_sizes)
@@ -62,9 +93,11 @@ def forward_input(rows: Tensor, h0: Tensor, c0: Tensor, weights: Weights, masks:
 def backward_input(grads: Grads, saved: Saved, weights: Weights, masks: Masks, batch_sizes, reverse: bool,
                    needs: Needs = ALL):
     """:func:`~torch_lstm_manual.backends.loops.backward_and_products` with the
-    native loops; in float32 without a projection, one pass (the products a
-    step at a time on the loop's tiles, no (N, 4H) gate gradients in memory)."""
-    if not loader._ext.fuses_backward(saved.gates, weights.w_hr):
+    native loops; in float32 without a projection or variant, one pass (the
+    products a step at a time on the loop's tiles, no (N, 4H) gate gradients in memory)."""
+    masks = NO_MASKS if masks is None else masks
+    if (weights.ln_ih is not None or _variant_loop(weights, masks)
+            or not loader._ext.fuses_backward(saved.gates, weights.w_hr)):
         return backward_and_products(LOOPS, grads, saved, weights, masks, batch_sizes, reverse, needs)
     d_y, d_hn, d_cn = grads
     gates, cs, c0, h0, rows, y = saved[:6]
@@ -76,4 +109,4 @@ def backward_input(grads: Grads, saved: Saved, weights: Weights, masks: Masks, b
     return LayerGrads(d_x, None, d_h0, d_c0, (d_w_ih if needs.w_ih else None), (d_w_hh if needs.w_hh else None), d_b)
 
 
-LOOPS = Loops(forward_loop, backward_loop, forward_input, backward_input)
+LOOPS = Loops(forward_loop, backward_loop, forward_input, backward_input, variants=True)
