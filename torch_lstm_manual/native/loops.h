@@ -25,6 +25,8 @@
 //   cell kind the drivers are instantiated for; the backward pass recomputes
 //   tanh(c) inline instead of keeping (N, H) factors.
 // * Packed sequences: step t touches its batch_sizes[t] running rows only.
+// * Calls with a variant of the cell (layer norm, peepholes, zoneout,
+//   recurrent dropout) run the loops of variant_loops.h instead.
 //
 // Shapes: T, B, I, H, P (time, batch, input, hidden, projection), G = 4H,
 // N = sum(batch_sizes); b is the rows of the current step.
