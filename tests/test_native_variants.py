@@ -15,7 +15,7 @@ import torch
 
 import torch_lstm_manual.native as native
 from torch_lstm_manual.backends import BACKENDS, REFERENCE, backward_and_products, project_and_forward
-from torch_lstm_manual.layer import Grads, LoopGrads, Masks, Saved, Weights
+from torch_lstm_manual.layer import Grads, LoopGrads, Masks, Needs, Saved, Weights
 from torch_lstm_manual.reference import backward_loop, forward_loop
 
 from helpers import needs_native
@@ -126,11 +126,15 @@ def test_each_layer_norm_and_mask_alone(options):
 @needs_native
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
 @pytest.mark.parametrize("P", [0, 6], ids=["no-proj", "proj"])
-def test_layer_passes_match_reference(dtype, P):
-    """forward_input / backward_input with every option (ln_ih too) against the
-    reference loops under project_and_forward / backward_and_products."""
+@pytest.mark.parametrize("options", [OPTIONS, ()], ids=["all", "ln_ih-alone"])
+@pytest.mark.parametrize("needs", [Needs(), Needs(x=False), Needs(w_ih=False, ln_ih=False), Needs(x=False, w_ih=False)],
+                         ids=["all", "no-x", "no-w_ih", "no-input"])
+def test_layer_passes_match_reference(dtype, P, options, needs):
+    """forward_input / backward_input with the options and the layer norm of
+    the input projections (ln_ih) against the reference loops under
+    project_and_forward / backward_and_products."""
     sizes, H, I = [5, 4, 2], 12, 7
-    _, h0, c0, weights, masks = variant_inputs(sizes, H, P, dtype, OPTIONS)
+    _, h0, c0, weights, masks = variant_inputs(sizes, H, P, dtype, options)
     gen = torch.Generator().manual_seed(3)
     rand = lambda *s, scale=1.0: torch.randn(*s, generator=gen, dtype=torch.float64).mul(scale).to(dtype)  # noqa: E731
     weights = weights._replace(w_ih=rand(4 * H, I, scale=0.3), b_ih=rand(4 * H), b_hh=rand(4 * H),
@@ -142,8 +146,8 @@ def test_layer_passes_match_reference(dtype, P):
     y, gates, cs, _, _, r_hat, r_rstd = expected
     saved = Saved(gates, cs, c0, h0, rows, y, r_hat, r_rstd)
     args = (upstream(y, h0, c0), saved, weights, masks, sizes, True)
-    expected = backward_and_products(REFERENCE, *args)
-    got = native_loops.backward_input(*args)
+    expected = backward_and_products(REFERENCE, *args, needs)
+    got = native_loops.backward_input(*args, needs)
     assert_same(got, expected, type(expected)._fields, TOL[dtype])
 
 

@@ -401,6 +401,36 @@ std::vector<Tensor> variant_backward(const Tensor& d_y_, const Tensor& d_hn, con
   return {d_z, d_r, d_h, d_h0, d_c0, d_b, d_ln_hh, d_ln_c, d_ln_c_bias, d_peephole};
 }
 
+// xw = ln_ih * LN(rows @ w_ih^T) + bias, (N, G), into a kept buffer.
+Tensor project_norm(const Tensor& rows, const Tensor& w_ih, const Tensor& ln_ih,
+                    const c10::optional<Tensor>& bias_) {
+  c10::AutoGradMode no_grad(false);
+  Tensor xw = project(rows, w_ih, c10::nullopt);
+  const int64_t G = w_ih.size(0);
+  check_vector(ln_ih, "ln_ih", G, rows);
+  Tensor gain = ln_ih.contiguous(), bias = optional_vector(bias_, "bias", G, rows);
+  AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "lstm_project_norm", [&] {
+    normalize_rows<scalar_t>(xw.size(0), G, xw.data_ptr<scalar_t>(), gain.data_ptr<scalar_t>(),
+                             bias.defined() ? bias.data_ptr<scalar_t>() : nullptr);
+  });
+  return xw;
+}
+
+// project_norm's backward from d_z (N, G), the gradient of xw: (d(rows @
+// w_ih^T) (N, G), d ln_ih (G,)), the projections recomputed.
+std::vector<Tensor> d_project_norm(const Tensor& d_z_, const Tensor& rows, const Tensor& w_ih, const Tensor& ln_ih) {
+  c10::AutoGradMode no_grad(false);
+  Tensor d_v = project(rows, w_ih, c10::nullopt);
+  const int64_t G = w_ih.size(0);
+  check(d_z_, "d_z", d_v.size(0), G, rows), check_vector(ln_ih, "ln_ih", G, rows);
+  Tensor d_z = d_z_.contiguous(), gain = ln_ih.contiguous(), d_gain = at::empty({G}, d_v.options());
+  AT_DISPATCH_FLOATING_TYPES(d_v.scalar_type(), "lstm_d_project_norm", [&] {
+    d_normalize_rows<scalar_t>(d_v.size(0), G, d_v.data_ptr<scalar_t>(), d_z.data_ptr<scalar_t>(),
+                               gain.data_ptr<scalar_t>(), d_gain.data_ptr<scalar_t>());
+  });
+  return {d_v, d_gain};
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -419,6 +449,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::call_guard<py::gil_scoped_release>());
   m.def("variant_backward", &variant_backward,
         "backward_loop with the variants: (d_z, d_r, d_h, d_h0, d_c0, d_b, d_ln_hh, d_ln_c, d_ln_c_bias, d_peephole)",
+        py::call_guard<py::gil_scoped_release>());
+  m.def("project_norm", &project_norm, "input projection with layer norm: ln_ih * LN(rows @ w_ih^T) + bias",
+        py::call_guard<py::gil_scoped_release>());
+  m.def("d_project_norm", &d_project_norm, "project_norm's backward: (d(rows @ w_ih^T), d ln_ih)",
         py::call_guard<py::gil_scoped_release>());
   m.def("project", &project, "input projection: rows @ w_ih^T + bias", py::call_guard<py::gil_scoped_release>());
 }

@@ -208,6 +208,57 @@ void backward_variant(const Steps& s, const T* d_y, const T* gates, const T* cs,
   if (peep) store(d_peephole, at_peep, 3 * H);
 }
 
+namespace {
+
+// Threads for N rows of n units: one per 64 k entries, as at::parallel_for's grain.
+int row_threads(int64_t N, int64_t n) {
+  int nt = at::get_num_threads();
+#ifndef _OPENMP
+  nt = 1;
+#endif
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nt, N * n / 65536)));
+}
+
+}  // namespace
+
+template <typename T>
+void normalize_rows(int64_t N, int64_t n, T* v, const T* gain, const T* bias) {
+  run_parallel(row_threads(N, n), [&](int tid, int nt, Team&) {
+    auto [r0, r1] = rows_of(N, tid, nt);
+    for (int64_t r = r0; r < r1; ++r) VariantCell::norm_row(n, v + r * n, gain, bias);
+  });
+}
+
+template <typename T>
+void d_normalize_rows(int64_t N, int64_t n, T* v, const T* d_z, const T* gain, T* d_gain) {
+  const int threads = row_threads(N, n);
+  std::vector<std::vector<double>> totals(threads);
+  run_parallel(threads, [&](int tid, int nt, Team& team) {
+    auto [r0, r1] = rows_of(N, tid, nt);
+    std::unique_ptr<RowSums<T>> sums_;
+    bool ok = true;
+    try {
+      sums_ = std::make_unique<RowSums<T>>(n);
+    } catch (...) {
+      ok = false;
+    }
+    if (!team.all_allocated(ok, nt)) return;
+    RowSums<T>& sums = *sums_;
+    for (int64_t r = r0; r < r1; ++r) {
+      VariantCell::d_norm_row(n, v + r * n, d_z + r * n, gain, sums.data());
+      if ((r - r0) % 64 == 63) sums.end_step();  // T sums of 64 rows at most
+    }
+    sums.end_step();
+    totals[tid] = std::move(sums.total);
+  });
+  for (int64_t j = 0; j < n; ++j) {
+    double total = 0;
+    for (const auto& part : totals)
+      if (!part.empty()) total += part[j];
+    d_gain[j] = static_cast<T>(total);
+  }
+}
+
 #define LSTM_VARIANT_LOOPS(T)                                                                                     \
   template void forward_variant<T>(const Steps&, const T*, const T*, const T*, const T*, int64_t,                 \
                                    const VariantWeights<T>&, const VariantMasks<T>&, T*, T*, T*, T*, T*, T*);     \
@@ -216,5 +267,9 @@ void backward_variant(const Steps& s, const T* d_y, const T* gates, const T* cs,
                                     T*, T*, T*, T*, T*, T*, T*, T*, T*, T*);
 LSTM_VARIANT_LOOPS(float)
 LSTM_VARIANT_LOOPS(double)
+template void normalize_rows<float>(int64_t, int64_t, float*, const float*, const float*);
+template void normalize_rows<double>(int64_t, int64_t, double*, const double*, const double*);
+template void d_normalize_rows<float>(int64_t, int64_t, float*, const float*, const float*, float*);
+template void d_normalize_rows<double>(int64_t, int64_t, double*, const double*, const double*, double*);
 
 }  // namespace lstm_native

@@ -49,4 +49,14 @@ void backward_variant(const Steps& s, const T* d_y, const T* gates, const T* cs,
                       const VariantMasks<T>& masks, T* d_z, T* d_r, T* d_h, T* dh_run, T* dc_run, T* d_b,
                       T* d_ln_hh, T* d_ln_c, T* d_ln_c_bias, T* d_peephole);
 
+// The layer norm of the input projections v (N, n), in place, rows split
+// over the threads: v = γ LN(v) + β (β may be null).
+template <typename T>
+void normalize_rows(int64_t N, int64_t n, T* v, const T* gain, const T* bias);
+
+// Its backward: v (N, n), the projections, replaced by their gradients, from
+// the gradients d_z (N, n) of the output; d_gain (n,) = Σ d_z v̂.
+template <typename T>
+void d_normalize_rows(int64_t N, int64_t n, T* v, const T* d_z, const T* gain, T* d_gain);
+
 }  // namespace lstm_native

@@ -324,6 +324,47 @@ struct VariantCell {
       sweep<T>(G, [&](auto v, int64_t j) { backward_norm<decltype(v)>(j, w, a); });
     }
   }
+
+  // The layer norm of the input projections, a row v (n,) in place:
+  // v = γ (v - mean v) rstd + β (β may be null).
+  template <typename T>
+  static void norm_row(int64_t n, T* v, const T* gain, const T* bias) {
+    T mean, rstd;
+    mean_rstd(v, n, mean, rstd);
+    sweep<T>(n, [&](auto x, int64_t j) {
+      using O = Ops<decltype(x)>;
+      auto y = O::load(gain + j) * ((O::load(v + j) - O::set(mean)) * O::set(rstd));
+      O::store(v + j, bias ? y + O::load(bias + j) : y);
+    });
+  }
+
+  // Its backward, from the row v (n,) of projections (replaced by their
+  // gradient) and the gradient d_z of the normalised row's output:
+  // dv = rstd (γ dz - mean(γ dz) - v̂ mean(γ dz v̂)); dγ += dz v̂ into acc.
+  template <typename T>
+  static void d_norm_row(int64_t n, T* v, const T* d_z, const T* gain, T* acc) {
+    T mean, rstd;
+    mean_rstd(v, n, mean, rstd);
+    sweep<T>(n, [&](auto x, int64_t j) {
+      using O = Ops<decltype(x)>;
+      auto v_hat = (O::load(v + j) - O::set(mean)) * O::set(rstd);
+      O::store(v + j, v_hat);
+      O::store(acc + j, O::load(acc + j) + O::load(d_z + j) * v_hat);
+    });
+    const T m1 = static_cast<T>(reduce<T>(n, [&](auto x, int64_t j) {
+                                  using O = Ops<decltype(x)>;
+                                  return O::load(gain + j) * O::load(d_z + j);
+                                }) / n);
+    const T m2 = static_cast<T>(reduce<T>(n, [&](auto x, int64_t j) {
+                                  using O = Ops<decltype(x)>;
+                                  return O::load(gain + j) * O::load(d_z + j) * O::load(v + j);
+                                }) / n);
+    sweep<T>(n, [&](auto x, int64_t j) {
+      using O = Ops<decltype(x)>;
+      auto g_dz = O::load(gain + j) * O::load(d_z + j);
+      O::store(v + j, O::set(rstd) * (g_dz - O::set(m1) - O::load(v + j) * O::set(m2)));
+    });
+  }
 };
 
 }  // namespace lstm_native
