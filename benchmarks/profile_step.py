@@ -32,7 +32,7 @@ from cases import train_step
 
 from torch_lstm_manual import LSTM
 from torch_lstm_manual.backends import BACKENDS
-from torch_lstm_manual.layer import Grads, Saved, Weights
+from torch_lstm_manual.layer import NO_MASKS, Grads, Saved, Weights
 from torch_lstm_manual.reference import input_projection
 from torch_lstm_manual.lstm import resolve_backend
 
@@ -72,24 +72,24 @@ def main():
     }
     if backend == "native":
         native = BACKENDS["native"]
-        y, gates, cs, _, _ = native.forward_input(rows, h0, c0, weights, sizes, False)
+        y, gates, cs, _, _ = native.forward_input(rows, h0, c0, weights, NO_MASKS, sizes, False)[:5]
         grads, saved = Grads(torch.randn_like(y), h0, c0), Saved(gates, cs, c0, h0, rows, y)
         pieces["  native: forward from the inputs (saving for backward)"] = lambda: native.forward_input(
-            rows, h0, c0, weights, sizes, False
+            rows, h0, c0, weights, NO_MASKS, sizes, False
         )
         pieces["  native: backward with d_x, dW_ih, dW_hh"] = lambda: native.backward_input(
-            grads, saved, weights, sizes, False
+            grads, saved, weights, NO_MASKS, sizes, False
         )
     loops = BACKENDS["python"]
     xw = input_projection(rows, w_ih, b_ih, b_hh)  # (N, G)
-    y, gates, cs, _, _ = loops.forward(xw, h0, c0, weights, sizes, False)
+    y, gates, cs, _, _ = loops.forward(xw, h0, c0, weights, NO_MASKS, sizes, False)[:5]
     d_y, d_z = torch.randn_like(y), torch.randn(T * B, 4 * H)
     python_grads, python_saved = Grads(d_y, h0, c0), Saved(gates, cs, c0)
     pieces.update(
         {
             "  python: input projection x W_ih^T + b": lambda: input_projection(rows, w_ih, b_ih, b_hh),
-            "  python: forward loop (saving for backward)": lambda: loops.forward(xw, h0, c0, weights, sizes, False),
-            "  python: backward loop": lambda: loops.backward(python_grads, python_saved, weights, sizes, False),
+            "  python: forward loop (saving for backward)": lambda: loops.forward(xw, h0, c0, weights, NO_MASKS, sizes, False),
+            "  python: backward loop": lambda: loops.backward(python_grads, python_saved, weights, NO_MASKS, sizes, False),
             "  python: dX = dZ W_ih": lambda: d_z.mm(w_ih),
             "  python: dW_ih = dZ^T X": lambda: d_z.t().mm(rows),
             "  python: dW_hh = dZ^T H_prev": lambda: d_z.t().mm(y),

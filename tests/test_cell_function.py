@@ -47,7 +47,7 @@ def sequence(backend):
     """LSTMFunction on a sequence of one step with ``backend``."""
 
     def step(x, h0, c0, w_ih, w_hh, b_ih, b_hh):
-        _, h, c, _, _ = LSTMFunction.apply(x.unsqueeze(0), h0, c0, w_ih, w_hh, b_ih, b_hh, None, None, False, backend)
+        _, h, c = LSTMFunction.apply(x.unsqueeze(0), h0, c0, w_ih, w_hh, b_ih, b_hh, *[None] * 9, None, False, backend)[:3]
         return h, c
 
     return step

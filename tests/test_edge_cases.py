@@ -123,8 +123,8 @@ def spy_on_saves(monkeypatch, backend) -> list:
 
         return wrapped
 
-    forward_input = None if loops.forward_input is None else spy(loops.forward_input, 6)
-    monkeypatch.setitem(backends.BACKENDS, backend, loops._replace(forward=spy(loops.forward, 6), forward_input=forward_input))
+    forward_input = None if loops.forward_input is None else spy(loops.forward_input, 7)
+    monkeypatch.setitem(backends.BACKENDS, backend, loops._replace(forward=spy(loops.forward, 7), forward_input=forward_input))
     return saves
 
 

@@ -12,7 +12,7 @@ from helpers import LOOP_SIZES, assert_all_close, available_backends, loop_input
 from torch_lstm_manual.backends import REFERENCE, project_and_forward
 from torch_lstm_manual.backends.inplace import backward_loop_inplace, forward_loop_inplace, project_and_forward_inplace
 from torch_lstm_manual.functional import LSTMFunction, lstm_layer
-from torch_lstm_manual.layer import Grads, Saved, Weights
+from torch_lstm_manual.layer import NO_MASKS, Grads, Saved, Weights
 from torch_lstm_manual.packing import previous_rows
 from torch_lstm_manual.reference import backward_loop, forward_loop
 
@@ -47,22 +47,22 @@ def test_inplace_loops_match_reference(dtype, sizes, H, P, reverse):
     tol = {} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-6}
     xw, h0, c0, w_hh, w_hr = loop_inputs(sizes, H, P, dtype)
     with torch.no_grad():
-        args = (xw, h0, c0, Weights(None, w_hh, w_hr=w_hr), sizes, reverse)
+        args = (xw, h0, c0, Weights(None, w_hh, w_hr=w_hr), NO_MASKS, sizes, reverse)
         before = [t.clone() for t in (xw, h0, c0, w_hh, w_hr) if t is not None]
         expected = forward_loop(*args)
         assert_all_close(forward_loop_inplace(*args), expected, **tol)
-        y, gates, cs, h_n, c_n = forward_loop_inplace(*args, save=False)
+        y, gates, cs, h_n, c_n = forward_loop_inplace(*args, save=False)[:5]
         assert gates is None and cs is None
         assert_all_close([y, h_n, c_n], [expected[0], expected[3], expected[4]], **tol)
         # From the inputs, the gates computed in the memory of the projections.
         rows, w_ih, b = torch.randn(len(xw), 3, dtype=dtype), torch.randn(4 * H, 3, dtype=dtype), torch.randn(4 * H, dtype=dtype)
-        from_input = (rows, h0, c0, Weights(w_ih, w_hh, b, None, w_hr), sizes, reverse)
+        from_input = (rows, h0, c0, Weights(w_ih, w_hh, b, None, w_hr), NO_MASKS, sizes, reverse)
         before += [t.clone() for t in (rows, w_ih, b)]
         assert_all_close(project_and_forward_inplace(*from_input), project_and_forward(REFERENCE, *from_input), **tol)
 
         gen = torch.Generator().manual_seed(1)
         d_y, d_hn, d_cn = (torch.randn(t.shape, generator=gen, dtype=torch.float64).to(dtype) for t in (y, h0, c0))
-        back = (Grads(d_y, d_hn, d_cn), Saved(expected[1], expected[2], c0), Weights(None, w_hh, w_hr=w_hr), sizes, reverse)
+        back = (Grads(d_y, d_hn, d_cn), Saved(expected[1], expected[2], c0), Weights(None, w_hh, w_hr=w_hr), NO_MASKS, sizes, reverse)
         before += [t.clone() for t in (d_y, d_hn, d_cn, expected[1], expected[2])]
         assert_all_close(backward_loop_inplace(*back), backward_loop(*back), **tol)
     after = [t for t in (xw, h0, c0, w_hh, w_hr) if t is not None] + [rows, w_ih, b] + [d_y, d_hn, d_cn, expected[1], expected[2]]
@@ -118,8 +118,9 @@ def test_every_needs_input_grad_combination(backend, packed):
 
 def test_saved_intermediates_are_not_differentiable_outputs():
     tensors, sizes = layer_inputs()
-    tensors = [t.requires_grad_() for t in tensors[:7]] + [None]
-    y, h_n, c_n, gates, cs = LSTMFunction.apply(*tensors, sizes, False, "python")
+    tensors = [t.requires_grad_() for t in tensors[:7]] + [None] * 9  # no projection, no variant
+    y, h_n, c_n, gates, cs, r_hat, r_rstd = LSTMFunction.apply(*tensors, sizes, False, "python")
+    assert r_hat is None and r_rstd is None
     assert y.requires_grad and h_n.requires_grad and c_n.requires_grad
     assert not gates.requires_grad and not cs.requires_grad
     assert gates.shape == (9, 12) and cs.shape == (9, 3)

@@ -21,7 +21,7 @@ import torch_lstm_manual.native as native
 from torch_lstm_manual import LSTM, lstm_layer
 from torch_lstm_manual.backends import BACKENDS, REFERENCE, backward_and_products, project_and_forward
 from torch_lstm_manual.backends.native import input_projection as native_input_projection
-from torch_lstm_manual.layer import Grads, Needs, Saved, Weights
+from torch_lstm_manual.layer import NO_MASKS, Grads, Needs, Saved, Weights
 from torch_lstm_manual.lstm import resolve_backend
 from torch_lstm_manual.reference import backward_loop, forward_loop, input_projection
 
@@ -43,17 +43,17 @@ def test_loops_match_reference(dtype, sizes, H, P, reverse, scale):
     sizes = [b * scale for b in sizes]
     xw, h0, c0, w_hh, w_hr = loop_inputs(sizes, H, P, dtype)
     loops, weights = BACKENDS["native"], Weights(None, w_hh, w_hr=w_hr)
-    expected = forward_loop(xw, h0, c0, weights, sizes, reverse)
-    assert_all_close(loops.forward(xw, h0, c0, weights, sizes, reverse), expected, **TOL[dtype])
+    expected = forward_loop(xw, h0, c0, weights, NO_MASKS, sizes, reverse)
+    assert_all_close(loops.forward(xw, h0, c0, weights, NO_MASKS, sizes, reverse), expected, **TOL[dtype])
     # Inference: the same outputs, nothing saved; batch_sizes as a tensor.
-    y, gates, cs, h_n, c_n = loops.forward(xw, h0, c0, weights, torch.tensor(sizes), reverse, save=False)
+    y, gates, cs, h_n, c_n = loops.forward(xw, h0, c0, weights, NO_MASKS, torch.tensor(sizes), reverse, save=False)[:5]
     assert gates is None and cs is None
     assert_all_close([y, h_n, c_n], [expected[0], expected[3], expected[4]], **TOL[dtype])
 
     y, gates, cs = expected[:3]
     gen = torch.Generator().manual_seed(1)
     d_y, d_hn, d_cn = (torch.randn(t.shape, generator=gen, dtype=torch.float64).to(dtype) for t in (y, h0, c0))
-    args = (Grads(d_y, d_hn, d_cn), Saved(gates, cs, c0), weights, sizes, reverse)
+    args = (Grads(d_y, d_hn, d_cn), Saved(gates, cs, c0), weights, NO_MASKS, sizes, reverse)
     assert_all_close(loops.backward(*args), backward_loop(*args), **TOL[dtype])
 
 
@@ -74,17 +74,17 @@ def test_thread_count_does_not_change_results(threads, H, dtype):
     torch.set_num_threads(threads)
     try:
         weights = Weights(w_ih, w_hh, bias, None, w_hr)
-        got = loops.forward(xw, h0, c0, weights, sizes, True)
-        back = (Grads(d_y, h0, c0), Saved(got[1], got[2], c0), weights, sizes, True)
+        got = loops.forward(xw, h0, c0, weights, NO_MASKS, sizes, True)
+        back = (Grads(d_y, h0, c0), Saved(got[1], got[2], c0), weights, NO_MASKS, sizes, True)
         got_back = loops.backward(*back)
-        from_input = (rows, h0, c0, weights, sizes, True)
+        from_input = (rows, h0, c0, weights, NO_MASKS, sizes, True)
         got_input = loops.forward_input(*from_input)
         saved = Saved(got_input[1], got_input[2], c0, h0, rows, got_input[0])
-        back_input = (Grads(d_y, h0, c0), saved, weights, sizes, True)
+        back_input = (Grads(d_y, h0, c0), saved, weights, NO_MASKS, sizes, True)
         got_back_input = loops.backward_input(*back_input)
     finally:
         torch.set_num_threads(old)
-    assert_all_close(got, forward_loop(xw, h0, c0, weights, sizes, True), **TOL[dtype])
+    assert_all_close(got, forward_loop(xw, h0, c0, weights, NO_MASKS, sizes, True), **TOL[dtype])
     assert_all_close(got_back, backward_loop(*back), **TOL[dtype])
     assert_all_close(got_input, project_and_forward(REFERENCE, *from_input), **TOL[dtype])
     assert_all_close(got_back_input, backward_and_products(REFERENCE, *back_input), **TOL[dtype])
@@ -113,22 +113,22 @@ def test_passes_from_input_match_reference(dtype, sizes, H, P, reverse, scale, I
     b_ih, b_hh = (rand(4 * H) if bias else None for _ in "ih")
     native_loops = BACKENDS["native"]
     weights = Weights(w_ih, w_hh, b_ih, b_hh, w_hr)
-    args = (rows, h0, c0, weights, sizes, reverse)
+    args = (rows, h0, c0, weights, NO_MASKS, sizes, reverse)
     expected = project_and_forward(REFERENCE, *args)
     assert_all_close(native_loops.forward_input(*args), expected, **TOL[dtype])
-    y, gates, cs, h_n, c_n = native_loops.forward_input(*args, save=False)
+    y, gates, cs, h_n, c_n = native_loops.forward_input(*args, save=False)[:5]
     assert gates is None and cs is None
     assert_all_close([y, h_n, c_n], [expected[0], expected[3], expected[4]], **TOL[dtype])
 
     y, gates, cs = expected[:3]
     grads = Grads(rand(*y.shape), rand(*h0.shape), rand(*c0.shape))
-    back = (grads, Saved(gates, cs, c0, h0, rows, y), weights, sizes, reverse)
+    back = (grads, Saved(gates, cs, c0, h0, rows, y), weights, NO_MASKS, sizes, reverse)
     expected = backward_and_products(REFERENCE, *back)  # d_x, d_h, d_h0, d_c0, d_w_ih, d_w_hh, d_b
     assert_all_close(native_loops.backward_input(*back), expected, **TOL[dtype])
     for need in [(False, True, False), (True, False, False), (False, False, True)]:
         got = native_loops.backward_input(*back, Needs(x=need[0], w_ih=need[1], w_hh=need[2]))
         wanted = [need[0], True, True, True, need[1], need[2], True]
-        assert [g is not None for g in got] == [w and e is not None for w, e in zip(wanted, expected)]
+        assert [g is not None for g in got[:7]] == [w and e is not None for w, e in zip(wanted, expected)]
         assert_all_close([g for g in got if g is not None], [e for e, g in zip(expected, got) if g is not None], **TOL[dtype])
 
 
@@ -148,9 +148,9 @@ def test_input_projection_matches_reference(dtype, biases):
 def test_rejects_bad_batch_sizes():
     xw, h0, c0, w_hh, _ = loop_inputs([2, 3], 4, 0, torch.float64)
     with pytest.raises(RuntimeError, match="non-increasing"):
-        BACKENDS["native"].forward(xw, h0[:2], c0[:2], Weights(None, w_hh), [2, 3], False)
+        BACKENDS["native"].forward(xw, h0[:2], c0[:2], Weights(None, w_hh), NO_MASKS, [2, 3], False)
     with pytest.raises(RuntimeError, match=r"xw must be \(4, 16\)"):
-        BACKENDS["native"].forward(xw, h0, c0, Weights(None, w_hh), [2, 2], False)
+        BACKENDS["native"].forward(xw, h0, c0, Weights(None, w_hh), NO_MASKS, [2, 2], False)
 
 
 @needs_native
@@ -165,7 +165,7 @@ def test_passes_from_input_reject_bad_arguments_by_name(dtype):
         args = dict(rows=rows, w_ih=w_ih, b_ih=bias, b_hh=None, h0=h0, c0=c0, w_hh=w_hh, w_hr=None)
         args.update(change)
         weights = Weights(args["w_ih"], args["w_hh"], args["b_ih"], args["b_hh"], args["w_hr"])
-        return loops.forward_input(args["rows"], args["h0"], args["c0"], weights, sizes, False)
+        return loops.forward_input(args["rows"], args["h0"], args["c0"], weights, NO_MASKS, sizes, False)
 
     with pytest.raises(RuntimeError, match=r"bias must be \(16,\), got \[2, 8\]"):
         forward(b_ih=bias.view(2, 8))
@@ -179,11 +179,11 @@ def test_passes_from_input_reject_bad_arguments_by_name(dtype):
         forward(c0=torch.tensor(1.0, dtype=dtype))
     with pytest.raises(RuntimeError, match="x must be a float32 or float64 CPU tensor, got .* on meta"):
         forward(rows=rows.to("meta"))
-    y, gates, cs, _, _ = forward()
+    y, gates, cs, _, _ = forward()[:5]
     if native._ext.fuses_backward(gates, None):  # the one-pass backward checks its arguments too
         saved = Saved(gates, cs, c0, h0, torch.randn(7, I), y)
         with pytest.raises(RuntimeError, match=r"x must be \(6, 5\), got \[7, 5\]"):
-            loops.backward_input(Grads(torch.zeros_like(y), h0, c0), saved, Weights(w_ih, w_hh), sizes, False)
+            loops.backward_input(Grads(torch.zeros_like(y), h0, c0), saved, Weights(w_ih, w_hh), NO_MASKS, sizes, False)
     # The module-level entry refuses what the native loops cannot run, by name.
     with pytest.raises(RuntimeError, match="backend='native' is not available: it runs float32 and float64 tensors on the CPU"):
         lstm_layer(torch.zeros(2, 3, I, device="meta"), h0, c0, w_ih, w_hh, backend="native")
@@ -291,14 +291,14 @@ def test_kept_buffers_are_reused_only_once_free():
     loops = BACKENDS["native"]
     native.empty_cache()
     weights = Weights(None, w_hh)
-    first = loops.forward(xw, h0, c0, weights, sizes, False)
+    first = loops.forward(xw, h0, c0, weights, NO_MASKS, sizes, False)[:5]
     kept = [t.clone() for t in first]
-    second = loops.forward(xw * 2, h0, c0, weights, sizes, False)  # `first` still held
+    second = loops.forward(xw * 2, h0, c0, weights, NO_MASKS, sizes, False)[:5]  # `first` still held
     assert first[1].data_ptr() != second[1].data_ptr()
     assert all(torch.equal(a, b) for a, b in zip(first, kept))
     address = first[1].data_ptr()
     del first
-    third = loops.forward(xw, h0, c0, weights, sizes, False)
+    third = loops.forward(xw, h0, c0, weights, NO_MASKS, sizes, False)[:5]
     assert third[1].data_ptr() == address  # the free buffer, not fresh memory
     assert_all_close(third, kept, rtol=0, atol=0)
     del second, third
@@ -310,8 +310,8 @@ def test_kept_buffers_are_reused_only_once_free():
     del xw
     assert native_input_projection(rows, w_ih, None, None).data_ptr() == address
     xw2, h02, c02, w_hh2, _ = loop_inputs(sizes, 128, 0, torch.float32)
-    y, gates, cs, _, _ = loops.forward(xw2, h02, c02, Weights(None, w_hh2), sizes, False)
-    args = (Grads(torch.randn_like(y), h0, c0), Saved(gates, cs, c0), weights, sizes, False)
+    y, gates, cs, _, _ = loops.forward(xw2, h02, c02, Weights(None, w_hh2), NO_MASKS, sizes, False)[:5]
+    args = (Grads(torch.randn_like(y), h0, c0), Saved(gates, cs, c0), weights, NO_MASKS, sizes, False)
     d_z = loops.backward(*args)[0]
     kept_d_z, address = d_z.clone(), d_z.data_ptr()
     assert loops.backward(*args)[0].data_ptr() != address and torch.equal(d_z, kept_d_z)

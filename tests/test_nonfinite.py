@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from torch_lstm_manual.backends import BACKENDS as LOOPS
-from torch_lstm_manual.layer import Grads, Saved, Weights
+from torch_lstm_manual.layer import NO_MASKS, Grads, Saved, Weights
 from torch_lstm_manual.reference import backward_loop, forward_loop
 
 from helpers import available_backends, loop_inputs, needs_native, run, twins
@@ -193,13 +193,15 @@ def test_nonfinite_through_native_loops(H, place):
             poison(tensors[place], position, value)
             try:
                 weights = Weights(None, w_hh)
-                expected = forward_loop(xw, h0, c0, weights, SIZES, reverse)
-                got = loops.forward(xw, h0, c0, weights, SIZES, reverse)
+                expected = forward_loop(xw, h0, c0, weights, NO_MASKS, SIZES, reverse)
+                got = loops.forward(xw, h0, c0, weights, NO_MASKS, SIZES, reverse)
+                assert got[5:] == expected[5:] == (None, None)
+                got, expected = got[:5], expected[:5]
                 assert_same_nonfinite(got, expected, ["y", "gates", "cs", "h_n", "c_n"], TOL[dtype])
-                back = (Grads(d_y, d_hn, d_cn), Saved(expected[1], expected[2], c0), weights, SIZES, reverse)
+                back = (Grads(d_y, d_hn, d_cn), Saved(expected[1], expected[2], c0), weights, NO_MASKS, SIZES, reverse)
                 got, want = loops.backward(*back), backward_loop(*back)
-                assert got[1] is None and want[1] is None
-                got, want = got[:1] + got[2:], want[:1] + want[2:]
+                assert all(t is None for t in got[6:] + want[6:]) and got.d_r is got.d_h is want.d_r is want.d_h is None
+                got, want = [(g.d_z, g.d_h0, g.d_c0, g.d_b) for g in (got, want)]
                 assert_same_nonfinite(got, want, ["d_z", "d_h0", "d_c0", "d_b"], TOL[dtype])
             except AssertionError as error:
                 raise AssertionError(f"{value} at the {position} element of {place}: {error}") from None

@@ -12,72 +12,95 @@ backend's pass or from the products over all steps
 from __future__ import annotations
 
 import inspect
+from functools import partial
 from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
 
 from .backends import REFERENCE, backward_and_products, project_and_forward, records, select
-from .layer import Grads, Needs, Saved, Weights
+from .layer import Grads, Masks, Needs, Saved, Weights
+from .reference import cell_outputs
+from .variants import check_variants
 
 
-def _forward(x, rows, h0, c0, weights, batch_sizes, reverse, loops, save):
+def _forward(x, rows, h0, c0, weights, masks, batch_sizes, reverse, loops, save):
     """:class:`LSTMFunction`'s forward with ``loops`` over ``rows`` (N, I), ``x``
-    flattened: ``(y, h_n, c_n, gates, cs)``."""
+    flattened: ``(y, h_n, c_n, gates, cs, r_hat, r_rstd)``."""
     sizes = batch_sizes if batch_sizes is not None else (x.shape[1],) * x.shape[0]
     if loops.forward_input is None:
-        y, gates, cs, h_n, c_n = project_and_forward(loops, rows, h0, c0, weights, sizes, reverse, save=save)
+        y, gates, cs, h_n, c_n, r_hat, r_rstd = project_and_forward(
+            loops, rows, h0, c0, weights, masks, sizes, reverse, save=save
+        )
     else:
-        y, gates, cs, h_n, c_n = loops.forward_input(rows, h0, c0, weights, sizes, reverse, save=save)
+        y, gates, cs, h_n, c_n, r_hat, r_rstd = loops.forward_input(rows, h0, c0, weights, masks, sizes, reverse, save=save)
     if batch_sizes is None:
         y = y.view(x.shape[0], x.shape[1], y.shape[-1])  # (T, B, P); B may be 0
-    return y, h_n, c_n, gates, cs
+    return y, h_n, c_n, gates, cs, r_hat, r_rstd
+
+
+def _rows(t: Optional[Tensor], batch_sizes) -> Optional[Tensor]:
+    """A per-row tensor in the loops' layout: (T, B, .) flattened to (N, .) where the input is padded."""
+    return t if t is None or batch_sizes is not None else t.reshape(-1, t.shape[-1])
 
 
 class LSTMFunction(torch.autograd.Function):
     """One LSTM layer in one direction over a whole sequence; see :mod:`torch_lstm_manual.reference`.
 
-    ``apply(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse, backend)``
+    ``apply(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, ln_ih, ln_hh, ln_c, ln_c_bias, peephole,
+    recurrent_mask, cell_mask, hidden_mask, batch_sizes, reverse, backend)``
 
     Args:
         x: input, (T, B, I) when ``batch_sizes`` is None, else packed rows (N, I).
         h0: (B, P). c0: (B, H).
         w_ih: (G, I). w_hh: (G, P). b_ih, b_hh: (G,) or None. w_hr: (P, H) or None.
+        ln_ih, ln_hh: (G,), ln_c, ln_c_bias: (H,): the layer norm gains and
+            bias, all four or None (no layer norm).
+        peephole: (3, H) or None.
+        recurrent_mask: (B, P) or None. cell_mask, hidden_mask: the zoneout
+            masks, shaped like the rows of ``x`` ((T, B, H) and (T, B, P), or
+            (N, H) and (N, P)), or None. Masks get no gradient.
         batch_sizes: None, or the rows of each step (non-increasing ints).
         reverse: run from the last step to the first (each sequence from its own end).
         backend: the time-loop implementation, one of
             :data:`~torch_lstm_manual.backends.CHOICES`.
 
-    Returns ``(y, h_n, c_n, gates, cs)``: the output ((T, B, P) or (N, P)), the
-    final states, and the two saved intermediates, which are not
+    Returns ``(y, h_n, c_n, gates, cs, r_hat, r_rstd)``: the output ((T, B, P)
+    or (N, P)), the final states, and the saved intermediates, which are not
     differentiable outputs. Use :func:`lstm_layer` for the first three alone.
     """
 
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse, backend):
+    def forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, ln_ih, ln_hh, ln_c, ln_c_bias, peephole,
+                recurrent_mask, cell_mask, hidden_mask, batch_sizes, reverse, backend):
         rows = x if batch_sizes is not None else x.flatten(0, 1)  # (N, I)
-        _, loops = select(backend, rows, (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr))
-        weights = Weights(w_ih, w_hh, b_ih, b_hh, w_hr)
-        return _forward(x, rows, h0, c0, weights, batch_sizes, reverse, loops, save=True)
+        weights = Weights(w_ih, w_hh, b_ih, b_hh, w_hr, ln_ih, ln_hh, ln_c, ln_c_bias, peephole)
+        masks = Masks(recurrent_mask, _rows(cell_mask, batch_sizes), _rows(hidden_mask, batch_sizes))
+        variants = not weights.plain or not masks.none
+        _, loops = select(backend, rows, (x, h0, c0) + tuple(weights) + tuple(masks), variants=variants)
+        return _forward(x, rows, h0, c0, weights, masks, batch_sizes, reverse, loops, save=True)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse, backend = inputs
-        y, _, _, gates, cs = output
-        ctx.mark_non_differentiable(gates, cs)
+        tensors, (batch_sizes, reverse, backend) = inputs[:16], inputs[16:]
+        y, _, _, gates, cs, r_hat, r_rstd = output
+        ctx.mark_non_differentiable(*(t for t in (gates, cs, r_hat, r_rstd) if t is not None))
         # Unused outputs get None, not zeros: no (N, G) zeros for ``gates`` in backward.
         ctx.set_materialize_grads(False)
-        ctx.save_for_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, y, gates, cs)
+        ctx.save_for_backward(*tensors, y, gates, cs, r_hat, r_rstd)
         ctx.batch_sizes, ctx.reverse, ctx.backend = batch_sizes, reverse, backend
 
     @staticmethod
     def backward(ctx, *grads):
         saved = ctx.saved_tensors
-        x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, y, gates, cs = saved
-        d_y, d_hn, d_cn, _d_gates, _d_cs = grads
-        needs = Needs._make(ctx.needs_input_grad[:8])
+        x, h0, c0 = saved[:3]
+        weights = Weights._make(saved[3:13])
+        masks = Masks(saved[13], _rows(saved[14], ctx.batch_sizes), _rows(saved[15], ctx.batch_sizes))
+        y, gates, cs, r_hat, r_rstd = saved[16:]
+        d_y, d_hn, d_cn = grads[:3]
+        needs = Needs._make(ctx.needs_input_grad[:13])
         d_y = torch.zeros_like(y) if d_y is None else d_y
         d_hn = torch.zeros_like(h0) if d_hn is None else d_hn
         d_cn = torch.zeros_like(c0) if d_cn is None else d_cn
@@ -86,43 +109,36 @@ class LSTMFunction(torch.autograd.Function):
         sizes = (x.shape[1],) * x.shape[0] if padded else ctx.batch_sizes
         y = y.flatten(0, 1) if padded else y  # (N, P)
         d_y = d_y.flatten(0, 1) if padded else d_y  # (N, P)
-        weights = Weights(w_ih, w_hh, b_ih, b_hh, w_hr)
         recording = torch.is_grad_enabled()
-        _, loops = select(ctx.backend, rows, saved + grads, recording=recording)
+        variants = not weights.plain or not masks.none
+        _, loops = select(ctx.backend, rows, saved + grads, recording=recording, variants=variants)
         if recording:
             # Double backward: recompute the intermediates with autograd watching,
             # so that the hand-derived backward below is itself differentiable.
-            y, gates, cs, _, _ = project_and_forward(REFERENCE, rows, h0, c0, weights, sizes, ctx.reverse)
-        grads, saved = Grads(d_y, d_hn, d_cn), Saved(gates, cs, c0, h0, rows, y)
-        if loops.backward_input is None:
-            d_x, d_h, d_h0, d_c0, d_w_ih, d_w_hh, d_b = backward_and_products(
-                loops, grads, saved, weights, sizes, ctx.reverse, needs
-            )
-        else:
-            d_x, d_h, d_h0, d_c0, d_w_ih, d_w_hh, d_b = loops.backward_input(
-                grads, saved, weights, sizes, ctx.reverse, needs
-            )
+            y, gates, cs, _, _, r_hat, r_rstd = project_and_forward(REFERENCE, rows, h0, c0, weights, masks, sizes,
+                                                                    ctx.reverse)
+        grads, saved = Grads(d_y, d_hn, d_cn), Saved(gates, cs, c0, h0, rows, y, r_hat, r_rstd)
+        backward = partial(backward_and_products, loops) if loops.backward_input is None else loops.backward_input
+        out = backward(grads, saved, weights, masks, sizes, ctx.reverse, needs)
         d_b_ih = d_b_hh = d_w_hr = None
-        if needs.x:
-            d_x = d_x.view_as(x) if padded else d_x
+        d_x = out.d_x.view_as(x) if needs.x and padded else out.d_x
         if needs.b_ih or needs.b_hh:
-            d_b_ih = d_b if needs.b_ih else None
-            d_b_hh = (d_b.clone() if needs.b_ih else d_b) if needs.b_hh else None
+            d_b_ih = out.d_b if needs.b_ih else None
+            d_b_hh = (out.d_b.clone() if needs.b_ih else out.d_b) if needs.b_hh else None
         if needs.w_hr:
-            m = gates.chunk(4, 1)[3] * torch.tanh(cs)  # o tanh(c), (N, H)
-            d_w_hr = d_h.t().mm(m)  # (P, H)
+            d_w_hr = out.d_h.t().mm(cell_outputs(saved, weights, masks, sizes, ctx.reverse))  # (P, H)
+        ln = (out.d_ln_ih, out.d_ln_hh, out.d_ln_c, out.d_ln_c_bias, out.d_peephole)
         return (
             d_x,
-            d_h0 if needs.h0 else None,
-            d_c0 if needs.c0 else None,
-            d_w_ih,
-            d_w_hh,
+            out.d_h0 if needs.h0 else None,
+            out.d_c0 if needs.c0 else None,
+            out.d_w_ih,
+            out.d_w_hh,
             d_b_ih,
             d_b_hh,
             d_w_hr,
-            None,
-            None,
-            None,
+            *(d if need else None for d, need in zip(ln, needs[8:])),
+            None, None, None, None, None, None,
         )
 
 
@@ -143,16 +159,40 @@ def lstm_layer(
     batch_sizes: Optional[Sequence[int]] = None,
     reverse: bool = False,
     backend: str = "python",
+    *,
+    layer_norm: Optional[Sequence[Tensor]] = None,
+    peephole: Optional[Tensor] = None,
+    weight_hh_mask: Optional[Tensor] = None,
+    recurrent_mask: Optional[Tensor] = None,
+    cell_mask: Optional[Tensor] = None,
+    hidden_mask: Optional[Tensor] = None,
 ):
-    """Run :class:`LSTMFunction` and return ``(y, h_n, c_n)``."""
+    """Run :class:`LSTMFunction` and return ``(y, h_n, c_n)``.
+
+    The variants of the cell (see :mod:`torch_lstm_manual.reference`), each off by default:
+
+    - ``layer_norm``: ``(gamma_ih, gamma_hh, gamma_c, beta_c)``, (G,), (G,), (H,), (H,).
+    - ``peephole``: (3, H), the peephole weights of i, f and o.
+    - ``weight_hh_mask``: (G, P), multiplies ``w_hh`` (weight drop; scaled by the caller).
+    - ``recurrent_mask``: (B, P), multiplies ``h_{t-1}`` where it enters ``W_hh`` (scaled by the caller).
+    - ``cell_mask``, ``hidden_mask``: the zoneout masks ``d_c``, ``d_h`` (1 keeps
+      the previous state), one row per row of ``x``: (T, B, H) and (T, B, P),
+      or (N, H) and (N, P) for packed rows.
+    """
     sizes = None if batch_sizes is None else tuple(int(b) for b in batch_sizes)
     if (x.shape[0] if sizes is None else len(sizes)) == 0:
         what = f"x of shape {tuple(x.shape)}" if sizes is None else "batch_sizes ()"
         raise ValueError(f"lstm_layer expects at least one time step, got {what}")
-    tensors = (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
+    ln = check_variants(x, h0, c0, w_hh, w_hr, sizes, layer_norm, peephole, weight_hh_mask, recurrent_mask,
+                        cell_mask, hidden_mask)
+    if weight_hh_mask is not None:
+        w_hh = w_hh * weight_hh_mask
+    tensors = (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, *ln, peephole, recurrent_mask, cell_mask, hidden_mask)
     if records(tensors):
-        y, h_n, c_n, _, _ = LSTMFunction.apply(*tensors, sizes, bool(reverse), backend)
+        y, h_n, c_n = LSTMFunction.apply(*tensors, sizes, bool(reverse), backend)[:3]
         return y, h_n, c_n
     rows = x if sizes is not None else x.flatten(0, 1)  # (N, I)
-    _, loops = select(backend, rows, tensors)
-    return _forward(x, rows, h0, c0, Weights(w_ih, w_hh, b_ih, b_hh, w_hr), sizes, bool(reverse), loops, save=False)[:3]
+    weights = Weights(w_ih, w_hh, b_ih, b_hh, w_hr, *ln, peephole)
+    masks = Masks(recurrent_mask, _rows(cell_mask, sizes), _rows(hidden_mask, sizes))
+    _, loops = select(backend, rows, tensors, variants=not weights.plain or not masks.none)
+    return _forward(x, rows, h0, c0, weights, masks, sizes, bool(reverse), loops, save=False)[:3]

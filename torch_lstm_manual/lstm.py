@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +15,8 @@ from torch.nn.utils.rnn import PackedSequence
 from .backends import CHOICES as BACKEND_CHOICES
 from .backends import select
 from .functional import lstm_layer
+from .variants import (PROBABILITIES, SWITCHES, WEIGHT_FIELDS, LayerMasks, check_probability, check_switch,
+                       parameter_shapes, sample_layer_masks)
 
 
 def resolve_backend(backend: str, x: Tensor) -> str:
@@ -44,6 +46,21 @@ class LSTM(nn.Module):
         device, dtype: of the parameters.
         backend: time-loop implementation: ``"auto"`` (native where built and
             supported, else Python), ``"python"`` or ``"native"``.
+        layer_norm: layer-normalise the two products of the gates and the
+            cell state before its tanh (parameters ``layer_norm_*_l{k}``).
+        peepholes: the cell state enters the gates i, f (previous state) and o
+            (new state) through the weights ``peephole_l{k}`` (3, H).
+        zoneout_cell, zoneout_hidden: the probability that a unit of ``c``
+            (``h``) keeps its previous value at a step, per step and unit;
+            in eval, the expectation.
+        recurrent_dropout: dropout on ``h_{t-1}`` where it enters ``W_hh``, one
+            mask per sequence, layer and direction (variational).
+        weight_drop: dropout on the weights ``W_hh`` (DropConnect), one mask
+            per forward call.
+
+    The variants are defined in :mod:`torch_lstm_manual.reference`; the
+    stochastic ones draw their masks from torch's generator of the device
+    (:meth:`sample_masks`), or take them given to :meth:`forward`.
     """
 
     def __init__(
@@ -60,8 +77,19 @@ class LSTM(nn.Module):
         dtype=None,
         *,
         backend: str = "auto",
+        layer_norm: bool = False,
+        peepholes: bool = False,
+        zoneout_cell: float = 0.0,
+        zoneout_hidden: float = 0.0,
+        recurrent_dropout: float = 0.0,
+        weight_drop: float = 0.0,
     ) -> None:
         super().__init__()
+        self.layer_norm, self.peepholes = check_switch("layer_norm", layer_norm), check_switch("peepholes", peepholes)
+        self.zoneout_cell, self.zoneout_hidden, self.recurrent_dropout, self.weight_drop = (
+            check_probability(name, value)
+            for name, value in zip(PROBABILITIES, (zoneout_cell, zoneout_hidden, recurrent_dropout, weight_drop))
+        )
         if not isinstance(dropout, numbers.Number) or isinstance(dropout, bool) or not 0 <= dropout <= 1:
             raise ValueError(
                 "dropout should be a number in range [0, 1] representing the probability "
@@ -98,7 +126,7 @@ class LSTM(nn.Module):
         self.bidirectional, self.proj_size, self.backend = bidirectional, proj_size, backend
         factory = {"device": device, "dtype": dtype}
         H, P, D = hidden_size, proj_size or hidden_size, 2 if bidirectional else 1
-        self._layer_names = []  # per (layer, direction): names of w_ih, w_hh, b_ih, b_hh, w_hr
+        self._layer_names = []  # per (layer, direction): names of the fields of Weights, None where absent
         for layer in range(num_layers):
             layer_input = input_size if layer == 0 else P * D
             for direction in range(D):
@@ -108,22 +136,27 @@ class LSTM(nn.Module):
                     shapes.update(bias_ih=(4 * H,), bias_hh=(4 * H,))
                 if proj_size:
                     shapes["weight_hr"] = (P, H)
+                shapes.update(parameter_shapes(layer_norm, peepholes, H))
                 for kind, shape in shapes.items():
                     self.register_parameter(kind + suffix, nn.Parameter(torch.empty(shape, **factory)))
-                self._layer_names.append(
-                    tuple(kind + suffix if kind in shapes else None for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr"))
-                )
+                kinds = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr") + tuple(k for _, k in WEIGHT_FIELDS)
+                self._layer_names.append(tuple(kind + suffix if kind in shapes else None for kind in kinds))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Every weight and bias from U(-1/sqrt(H), 1/sqrt(H)), as ``torch.nn.LSTM``."""
+        """Every weight and bias from U(-1/sqrt(H), 1/sqrt(H)), as ``torch.nn.LSTM``,
+        the peephole weights too; layer norm gains ones and biases zeros."""
         bound = 1.0 / math.sqrt(self.hidden_size)
-        for weight in self.parameters():
-            nn.init.uniform_(weight, -bound, bound)
+        for name, weight in self.named_parameters():
+            if name.startswith("layer_norm_"):
+                nn.init.zeros_(weight) if "_bias_" in name else nn.init.ones_(weight)
+            else:
+                nn.init.uniform_(weight, -bound, bound)
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
-        defaults = {"proj_size": 0, "num_layers": 1, "bias": True, "batch_first": False, "dropout": 0.0, "bidirectional": False, "backend": "auto"}
+        defaults = {"proj_size": 0, "num_layers": 1, "bias": True, "batch_first": False, "dropout": 0.0, "bidirectional": False, "backend": "auto",
+                    **dict.fromkeys(SWITCHES, False), **dict.fromkeys(PROBABILITIES, 0.0)}
         for name, default in defaults.items():
             if getattr(self, name) != default:
                 s += f", {name}={getattr(self, name)!r}"
@@ -157,7 +190,20 @@ class LSTM(nn.Module):
         return new.train(lstm.training)
 
     def to_torch(self) -> nn.LSTM:
-        """A ``torch.nn.LSTM`` holding the same Parameter objects, device, dtype and mode."""
+        """A ``torch.nn.LSTM`` holding the same Parameter objects, device, dtype and mode.
+
+        RuntimeError for a module that ``torch.nn.LSTM`` cannot express: layer
+        norm, peepholes, zoneout, or recurrent dropout or weight drop in
+        training mode (in eval they are the identity)."""
+        options = [name for name in SWITCHES if getattr(self, name)]
+        options += [name for name in PROBABILITIES if getattr(self, name)
+                    and (self.training or name.startswith("zoneout"))]
+        if options:
+            mode = "training" if self.training else "eval"
+            raise RuntimeError(
+                f"torch.nn.LSTM cannot express this LSTM's {', '.join(options)} (in {mode} mode); "
+                "to_torch converts plain LSTMs, and recurrent_dropout or weight_drop only in eval mode"
+            )
         weight = self.weight_ih_l0
         lstm = nn.LSTM(
             self.input_size, self.hidden_size, self.num_layers, self.bias, self.batch_first,
@@ -213,7 +259,32 @@ class LSTM(nn.Module):
         if x.device != weight.device:
             raise RuntimeError(f"input must be on the parameters' device {weight.device}, got {x.device}")
 
-    def forward(self, input, hx: Optional[Tuple[Tensor, Tensor]] = None):
+    def sample_masks(self, input) -> List[LayerMasks]:
+        """The masks a forward call on ``input`` (as :meth:`forward` takes it) draws
+        in the module's mode: one :class:`~torch_lstm_manual.variants.LayerMasks`
+        per layer and direction (index ``layer * D + direction``), in the
+        layout of the rows of the input: time-major ``(T, B, .)`` for a
+        padded batch (also with ``batch_first``), ``(N, .)`` for a
+        PackedSequence; ``(T, 1, .)`` for an unbatched one. Pass them to
+        :meth:`forward` as ``masks`` to run a call with given masks."""
+        if isinstance(input, PackedSequence):
+            return self._draw_masks(input.data, int(input.batch_sizes[0]))
+        x = input if input.dim() == 3 else input.unsqueeze(1 if not self.batch_first else 0)
+        x = x.transpose(0, 1) if self.batch_first else x  # (T, B, I)
+        return self._draw_masks(x, x.shape[1])
+
+    def _draw_masks(self, x: Tensor, batch: int) -> List[LayerMasks]:
+        """:meth:`sample_masks` for the rows ``x`` ((T, B, I) or (N, I)) of ``batch`` sequences."""
+        options = {name: getattr(self, name) for name in PROBABILITIES}
+        D = 2 if self.bidirectional else 1
+        P = self.proj_size or self.hidden_size
+        rows = tuple(x.shape[:-1])
+        return [sample_layer_masks(options, self.training, rows, batch, self.hidden_size, P, x)
+                for _ in range(self.num_layers * D)]
+
+    def forward(self, input, hx: Optional[Tuple[Tensor, Tensor]] = None, *, masks: Optional[List[LayerMasks]] = None):
+        """``torch.nn.LSTM``'s forward; ``masks`` (as :meth:`sample_masks` returns
+        them) replaces the masks the call would draw for its variants."""
         packed = isinstance(input, PackedSequence)
         D, H, P = (2 if self.bidirectional else 1), self.hidden_size, self.proj_size or self.hidden_size
         if packed:
@@ -248,11 +319,16 @@ class LSTM(nn.Module):
                 h0, c0 = h0.index_select(1, sorted_indices), c0.index_select(1, sorted_indices)
 
         weights = [[getattr(self, n) if n is not None else None for n in names] for names in self._layer_names]
+        if masks is None:
+            masks = self._draw_masks(x, batch)
+        elif not isinstance(masks, (list, tuple)) or len(masks) != len(weights):
+            raise ValueError(f"masks must be a list of {len(weights)} LayerMasks (one per layer and direction), "
+                             f"got {type(masks).__name__}" + (f" of length {len(masks)}" if isinstance(masks, (list, tuple)) else ""))
         device_type = x.device.type
         if torch.is_autocast_enabled(device_type):
             x, h0, c0, weights = self._autocast(x, h0, c0, weights, device_type)
         with torch.autocast(device_type, enabled=False):
-            out, h_n, c_n = self._run_layers(x, h0, c0, weights, sizes)
+            out, h_n, c_n = self._run_layers(x, h0, c0, weights, masks, sizes)
 
         if packed:
             h_n, c_n = (h_n, c_n) if unsorted_indices is None else (h_n.index_select(1, unsorted_indices), c_n.index_select(1, unsorted_indices))
@@ -288,7 +364,7 @@ class LSTM(nn.Module):
                 )
         return x, h0, c0, weights
 
-    def _run_layers(self, x, h0, c0, weights, sizes):
+    def _run_layers(self, x, h0, c0, weights, masks, sizes):
         D = 2 if self.bidirectional else 1
         backend = resolve_backend(self.backend, x)
         h_n, c_n = [], []
@@ -296,8 +372,14 @@ class LSTM(nn.Module):
             outs = []
             for direction in range(D):
                 k = layer * D + direction
-                w_ih, w_hh, b_ih, b_hh, w_hr = weights[k]
-                y, h, c = lstm_layer(x, h0[k], c0[k], w_ih, w_hh, b_ih, b_hh, w_hr, sizes, direction == 1, backend)
+                w_ih, w_hh, b_ih, b_hh, w_hr, ln_ih, ln_hh, ln_c, ln_c_bias, peephole = weights[k]
+                mask = LayerMasks(*masks[k])
+                y, h, c = lstm_layer(
+                    x, h0[k], c0[k], w_ih, w_hh, b_ih, b_hh, w_hr, sizes, direction == 1, backend,
+                    layer_norm=None if ln_ih is None else (ln_ih, ln_hh, ln_c, ln_c_bias), peephole=peephole,
+                    weight_hh_mask=mask.weight_hh, recurrent_mask=mask.recurrent, cell_mask=mask.cell,
+                    hidden_mask=mask.hidden,
+                )
                 outs.append(y)
                 h_n.append(h)
                 c_n.append(c)

@@ -52,6 +52,14 @@ def previous_rows(batch_sizes: Sequence[int], reverse: bool, device) -> Tensor:
     return torch.where(ran, offsets[prev] + row, N + row)  # (N,)
 
 
+def row_sequences(batch_sizes: Sequence[int], device) -> Tensor:
+    """The sequence (batch index) of every row, (N,): row ``r`` of a step is sequence ``r``."""
+    bs = torch.tensor(batch_sizes, dtype=torch.long, device=device)  # (T,)
+    offsets = torch.cumsum(bs, 0) - bs  # (T,)
+    step = torch.repeat_interleave(torch.arange(len(batch_sizes), device=device), bs)  # (N,)
+    return torch.arange(int(bs.sum()), device=device) - offsets[step]  # (N,)
+
+
 def resize(state: Tensor, n: int, init: Tensor, finished: list) -> Tensor:
     """Fit the running state to the ``n`` sequences of the next step.
 

@@ -41,12 +41,12 @@ every backend is tested against them.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 from torch import Tensor
 
-from .layer import Grads, Saved, Weights
+from .layer import Grads, LoopGrads, Masks, Saved, Weights
 from .packing import final, make_steps, previous_rows, resize
 
 # --------------------------------------------------------------------------
@@ -72,116 +72,265 @@ def input_bias(b_ih: Optional[Tensor], b_hh: Optional[Tensor]) -> Optional[Tenso
     return b_ih if b_hh is None else (b_hh if b_ih is None else b_ih + b_hh)
 
 
-def input_projection(rows: Tensor, w_ih: Tensor, b_ih: Optional[Tensor], b_hh: Optional[Tensor]) -> Tensor:
-    """``x W_ih^T + b_ih + b_hh`` for every row: one matrix product, (N, G)."""
+def input_projection(rows: Tensor, w_ih: Tensor, b_ih: Optional[Tensor], b_hh: Optional[Tensor],
+                     ln_ih: Optional[Tensor] = None) -> Tensor:
+    """``x W_ih^T + b_ih + b_hh`` for every row: one matrix product, (N, G).
+    With the layer norm gain ``ln_ih`` (G,): ``ln_ih * LN(x W_ih^T) + b_ih + b_hh``."""
     bias = input_bias(b_ih, b_hh)
+    if ln_ih is not None:
+        xw = normalize(rows.mm(w_ih.t()))[0] * ln_ih  # (N, G)
+        return xw if bias is None else xw + bias
     return rows.mm(w_ih.t()) if bias is None else torch.addmm(bias, rows, w_ih.t())
+
+
+# --------------------------------------------------------------------------
+# Layer normalisation over the last dimension, and its derivative.
+
+EPS = 1e-5  # the eps of F.layer_norm
+
+
+def normalize(v: Tensor):
+    """``(v_hat, rstd)``: ``v_hat = (v - mean(v)) * rstd`` with ``rstd = 1 / sqrt(var(v) + eps)``
+    (biased variance) over the last dimension; ``rstd`` keeps that dimension, (b, 1).
+    ``F.layer_norm(v, ..., gamma, beta)`` is ``gamma * v_hat + beta``."""
+    mean = v.mean(-1, keepdim=True)
+    centred = v - mean
+    rstd = torch.rsqrt((centred * centred).mean(-1, keepdim=True) + EPS)
+    return centred * rstd, rstd
+
+
+def d_normalize(d_v_hat: Tensor, v_hat: Tensor, rstd: Tensor) -> Tensor:
+    """The gradient of ``v`` from the gradient ``d_v_hat`` of ``v_hat = normalize(v)``,
+    through the mean and the variance::
+
+        dv = rstd * (d_v_hat - mean(d_v_hat) - v_hat * mean(d_v_hat * v_hat))
+    """
+    mean_d = d_v_hat.mean(-1, keepdim=True)
+    mean_dv = (d_v_hat * v_hat).mean(-1, keepdim=True)
+    return rstd * (d_v_hat - mean_d - v_hat * mean_dv)
 
 
 # --------------------------------------------------------------------------
 # One step of the cell.
 
 
+def step_forward(xw: Tensor, h: Tensor, c: Tensor, weights: Weights, rec: Optional[Tensor] = None,
+                 keep_c: Optional[Tensor] = None, keep_h: Optional[Tensor] = None):
+    """One step forward with every variant, from the step's input projections
+    ``xw`` (b, G) (with layer norm: ``gamma_ih * LN(x W_ih^T) + b``) and the
+    carried states ``h`` (b, P), ``c`` (b, H).
+
+    ``rec`` (b, P): the recurrent dropout mask; ``keep_c`` (b, H), ``keep_h``
+    (b, P): the zoneout masks, 1 where the previous state is kept; None: off.
+
+    Returns ``(h, c, gates, r_hat, r_rstd)``: the carried states, the
+    activated gates ``i|f|g|o`` (b, G), and with layer norm the normalised
+    recurrent products (b, G) and their ``rstd`` (b,) (else None).
+    """
+    hr = h if rec is None else h * rec  # (b, P)
+    if weights.ln_hh is None:
+        z, r_hat, r_rstd = torch.addmm(xw, hr, weights.w_hh.t()), None, None  # (b, G)
+    else:
+        r_hat, r_rstd = normalize(hr.mm(weights.w_hh.t()))  # (b, G), (b, 1)
+        z = torch.addcmul(xw, r_hat, weights.ln_hh)  # (b, G)
+        r_rstd = r_rstd.squeeze(1)  # (b,)
+    z_i, z_f, z_g, z_o = z.chunk(4, 1)  # 4 x (b, H)
+    if weights.peephole is not None:
+        p_i, p_f, p_o = weights.peephole  # 3 x (H,)
+        z_i, z_f = torch.addcmul(z_i, p_i, c), torch.addcmul(z_f, p_f, c)
+    i, f, g = torch.sigmoid(z_i), torch.sigmoid(z_f), torch.tanh(z_g)  # 3 x (b, H)
+    c_new = torch.addcmul(f * c, i, g)  # the candidate cell state (b, H)
+    if weights.peephole is not None:
+        z_o = torch.addcmul(z_o, p_o, c_new)
+    o = torch.sigmoid(z_o)  # (b, H)
+    u = c_new if weights.ln_c is None else torch.addcmul(weights.ln_c_bias, normalize(c_new)[0], weights.ln_c)
+    m = o * torch.tanh(u)  # (b, H)
+    h_new = m if weights.w_hr is None else m.mm(weights.w_hr.t())  # (b, P)
+    if keep_c is not None:
+        c_new = keep_c * c + (1 - keep_c) * c_new
+    if keep_h is not None:
+        h_new = keep_h * h + (1 - keep_h) * h_new
+    return h_new, c_new, torch.cat([i, f, g, o], 1), r_hat, r_rstd
+
+
 def cell_forward(xw: Tensor, h: Tensor, c: Tensor, w_hh: Tensor, w_hr: Optional[Tensor]):
-    """One step forward, from the step's input projections ``xw`` (b, G) and
-    the previous states ``h`` (b, P), ``c`` (b, H).
+    """One step forward of the plain LSTM: :func:`step_forward` with no variant.
 
     Returns ``(h, c, gates)``: the new states and the activated gates
     ``i|f|g|o`` (b, G).
     """
-    z = torch.addmm(xw, h, w_hh.t())  # (b, G)
-    z_i, z_f, z_g, z_o = z.chunk(4, 1)  # 4 x (b, H)
-    i, f, g, o = torch.sigmoid(z_i), torch.sigmoid(z_f), torch.tanh(z_g), torch.sigmoid(z_o)  # 4 x (b, H)
-    c = torch.addcmul(f * c, i, g)  # (b, H)
-    m = o * torch.tanh(c)  # (b, H)
-    h = m if w_hr is None else m.mm(w_hr.t())  # (b, P)
-    return h, c, torch.cat([i, f, g, o], 1)
+    return step_forward(xw, h, c, Weights(None, w_hh, w_hr=w_hr))[:3]
+
+
+class StepGrads(NamedTuple):
+    """What :func:`step_backward` returns for one step."""
+
+    d_z: Tensor  # pre-activation gradients (b, G)
+    d_r: Tensor  # gradients of the recurrent products h W_hh^T (b, G): d_z without layer norm
+    d_h_new: Tensor  # gradient reaching the new output before zoneout, (b, P)
+    dh_prev: Tensor  # carried to the step before, (b, P)
+    dc_prev: Tensor  # (b, H)
+    d_ln_c: Optional[Tensor] = None  # layer norm of c: the rows of d gamma_c (b, H)
+    d_ln_c_bias: Optional[Tensor] = None  # and of d beta_c (b, H)
+    d_peephole: Optional[Tensor] = None  # the rows of d p_i, d p_f, d p_o: (3, b, H)
+
+
+def step_backward(dh: Tensor, dc: Tensor, gates: Tensor, c: Tensor, c_prev: Tensor, weights: Weights,
+                  r_hat: Optional[Tensor] = None, r_rstd: Optional[Tensor] = None, rec: Optional[Tensor] = None,
+                  keep_c: Optional[Tensor] = None, keep_h: Optional[Tensor] = None) -> StepGrads:
+    """One step backward with every variant.
+
+    ``dh`` (b, P) is the total gradient reaching the carried ``h_t``, ``dc``
+    (b, H) the gradient carried into ``c_t`` from the step after; ``gates``
+    (b, G), ``c`` and ``c_prev`` (b, H) are what the step's forward computed
+    and started from (the carried states), ``r_hat``, ``r_rstd``, ``rec``,
+    ``keep_c``, ``keep_h`` as :func:`step_forward` used and returned them.
+    """
+    H = c.shape[-1]
+    w_hh, w_hr, peephole = weights.w_hh, weights.w_hr, weights.peephole
+    i, f, g, o = gates.split(H, 1)  # 4 x (b, H)
+    dh_kept = dc_kept = None
+    if keep_h is not None:  # zoneout: the kept share goes straight to the step before
+        dh, dh_kept = dh * (1 - keep_h), dh * keep_h
+    if keep_c is not None:
+        dc, dc_kept = dc * (1 - keep_c), dc * keep_c
+        c = torch.addcmul(f * c_prev, i, g)  # the candidate cell state, as step_forward computed it
+    dm = dh if w_hr is None else dh.mm(w_hr)  # (b, H)
+    d_ln_c = d_ln_c_bias = None
+    if weights.ln_c is None:
+        tanh_u = torch.tanh(c)  # (b, H)
+        dc = torch.addcmul(dc, dm, o * d_tanh(tanh_u))
+    else:
+        c_hat, c_rstd = normalize(c)
+        tanh_u = torch.tanh(torch.addcmul(weights.ln_c_bias, c_hat, weights.ln_c))
+        du = dm * o * d_tanh(tanh_u)  # (b, H)
+        d_ln_c, d_ln_c_bias = du * c_hat, du
+        dc = dc + d_normalize(du * weights.ln_c, c_hat, c_rstd)
+    dz_o = dm * (tanh_u * d_sigmoid(o))
+    if peephole is not None:
+        dc = torch.addcmul(dc, dz_o, peephole[2])
+    dz_i, dz_f, dz_g = dc * (g * d_sigmoid(i)), dc * (c_prev * d_sigmoid(f)), dc * (i * d_tanh(g))
+    d_z = torch.cat([dz_i, dz_f, dz_g, dz_o], 1)  # (b, G)
+    dc_prev = dc * f
+    d_peephole = None
+    if peephole is not None:
+        dc_prev = dc_prev + dz_i * peephole[0] + dz_f * peephole[1]
+        d_peephole = torch.stack([dz_i * c_prev, dz_f * c_prev, dz_o * c])
+    if dc_kept is not None:
+        dc_prev = dc_prev + dc_kept
+    d_r = d_z if weights.ln_hh is None else d_normalize(d_z * weights.ln_hh, r_hat, r_rstd.unsqueeze(1))
+    dh_prev = d_r.mm(w_hh)  # (b, P)
+    if rec is not None:
+        dh_prev = dh_prev * rec
+    if dh_kept is not None:
+        dh_prev = dh_prev + dh_kept
+    return StepGrads(d_z, d_r, dh, dh_prev, dc_prev, d_ln_c, d_ln_c_bias, d_peephole)
 
 
 def cell_backward(dh: Tensor, dc: Tensor, gates: Tensor, c: Tensor, c_prev: Tensor, w_hh: Tensor, w_hr: Optional[Tensor]):
-    """One step backward.
-
-    ``dh`` (b, P) is the total gradient reaching ``h_t``, ``dc`` (b, H) the
-    gradient carried into ``c_t`` from the step after; ``gates`` (b, G), ``c``
-    and ``c_prev`` (b, H) are what the step's forward computed and started from.
+    """One step backward of the plain LSTM: :func:`step_backward` with no variant.
 
     Returns ``(d_z, dh_prev, dc_prev)``: the pre-activation gradients (b, G)
     and the gradients carried to the step before, (b, P) and (b, H).
     """
-    H = c.shape[-1]
-    i, f, g, o = gates.split(H, 1)  # 4 x (b, H)
-    tanh_c = torch.tanh(c)  # (b, H)
-    dm = dh if w_hr is None else dh.mm(w_hr)  # (b, H)
-    dc = torch.addcmul(dc, dm, o * d_tanh(tanh_c))  # (b, H)
-    d_z = torch.cat(  # (b, G)
-        [dc * (g * d_sigmoid(i)), dc * (c_prev * d_sigmoid(f)), dc * (i * d_tanh(g)), dm * (tanh_c * d_sigmoid(o))], 1
-    )
-    return d_z, d_z.mm(w_hh), dc * f
+    grads = step_backward(dh, dc, gates, c, c_prev, Weights(None, w_hh, w_hr=w_hr))
+    return grads.d_z, grads.dh_prev, grads.dc_prev
 
 
 # --------------------------------------------------------------------------
 # The time loops, in plain differentiable PyTorch.
 
 
-def forward_loop(xw: Tensor, h0: Tensor, c0: Tensor, weights: Weights, batch_sizes, reverse: bool, save: bool = True):
+def forward_loop(xw: Tensor, h0: Tensor, c0: Tensor, weights: Weights, masks: Masks, batch_sizes, reverse: bool,
+                 save: bool = True):
     """Run the recurrence over precomputed input projections.
 
     Args:
-        xw: ``x W_ih^T + b_ih + b_hh`` for every row, (N, G).
+        xw: the input projections of every row, (N, G) (:func:`input_projection`).
         h0, c0: initial states, (B, P) and (B, H).
-        weights: the layer's :class:`~.layer.Weights`; the loop reads ``w_hh``
-            (G, P) and ``w_hr`` (P, H) or None.
+        weights: the layer's :class:`~.layer.Weights`; the loop reads all but
+            ``w_ih``, ``b_ih``, ``b_hh`` and ``ln_ih``.
+        masks: the layer's :class:`~.layer.Masks` (``NO_MASKS``: none).
         batch_sizes: rows of each step, non-increasing.
         reverse: run the steps from last to first.
         save: keep what the backward pass needs; without it (inference) the
             gates and cell states come back as None.
 
     Returns:
-        ``(y, gates, cs, h_n, c_n)``: outputs (N, P), activated gates ``i|f|g|o``
-        (N, G), cell states (N, H), final states (B, P) and (B, H).
+        ``(y, gates, cs, h_n, c_n, r_hat, r_rstd)``: outputs (N, P), activated
+        gates ``i|f|g|o`` (N, G), carried cell states (N, H), final states
+        (B, P) and (B, H), and with layer norm the normalised recurrent
+        products (N, G) and their ``rstd`` (N,) (else None).
     """
-    w_hh, w_hr = weights.w_hh, weights.w_hr
     steps = make_steps(batch_sizes, reverse)
     first = steps.order[0]
     h, c = h0[: steps.sizes[first]], c0[: steps.sizes[first]]  # (b, P), (b, H)
     h_done, c_done = [], []
     T = len(steps.sizes)
-    ys, gates, cs = [None] * T, [None] * T, [None] * T
+    ys, gates, cs, r_hats, r_rstds = [None] * T, [None] * T, [None] * T, [None] * T, [None] * T
     for t in steps.order:
         lo, b = steps.offsets[t], steps.sizes[t]
         h, c = resize(h, b, h0, h_done), resize(c, b, c0, c_done)
-        h, c, step_gates = cell_forward(xw[lo : lo + b], h, c, w_hh, w_hr)
+        h, c, step_gates, r_hat, r_rstd = step_forward(
+            xw[lo : lo + b], h, c, weights, *_step_masks(masks, lo, b)
+        )
         ys[t] = h
         if save:
-            cs[t], gates[t] = c, step_gates  # (b, H), (b, G)
+            cs[t], gates[t], r_hats[t], r_rstds[t] = c, step_gates, r_hat, r_rstd  # (b, H), (b, G), (b, G), (b,)
     y = torch.cat(ys)  # (N, P)
     gates, cs = (torch.cat(gates), torch.cat(cs)) if save else (None, None)  # (N, G), (N, H)
-    return y, gates, cs, final(h, h_done), final(c, c_done)
+    r_hat, r_rstd = (torch.cat(r_hats), torch.cat(r_rstds)) if save and weights.ln_hh is not None else (None, None)
+    return y, gates, cs, final(h, h_done), final(c, c_done), r_hat, r_rstd
 
 
-def backward_loop(grads: Grads, saved: Saved, weights: Weights, batch_sizes, reverse: bool):
+def cell_outputs(saved: Saved, weights: Weights, masks: Masks, batch_sizes, reverse: bool) -> Tensor:
+    """``m = o * tanh(u)`` of every row (N, H), from what the forward pass saved:
+    the outputs before the projection, for ``dW_hr = d_h^T M``."""
+    H = saved.cs.shape[-1]
+    i, f, g, o = saved.gates.split(H, 1)  # 4 x (N, H)
+    c = saved.cs  # (N, H)
+    if masks.cell is not None:  # the candidate states, from the carried ones
+        prev = previous_rows(batch_sizes, reverse, c.device)  # (N,)
+        c = torch.addcmul(f * torch.cat([c, saved.c0]).index_select(0, prev), i, g)
+    if weights.ln_c is not None:
+        c = torch.addcmul(weights.ln_c_bias, normalize(c)[0], weights.ln_c)
+    return o * torch.tanh(c)
+
+
+def _step_masks(masks: Masks, lo: int, b: int):
+    """The masks of the step whose rows are ``lo ... lo + b - 1``: ``(rec, keep_c, keep_h)``."""
+    rec, keep_c, keep_h = masks
+    return (
+        None if rec is None else rec[:b],
+        None if keep_c is None else keep_c[lo : lo + b],
+        None if keep_h is None else keep_h[lo : lo + b],
+    )
+
+
+def backward_loop(grads: Grads, saved: Saved, weights: Weights, masks: Masks, batch_sizes, reverse: bool) -> LoopGrads:
     """Backpropagate through the recurrence, from the last step visited to the first.
 
     Args:
         grads: :class:`~.layer.Grads`, the gradients of ``y``, ``h_n``, ``c_n``.
-        saved: :class:`~.layer.Saved`; the loop reads ``gates``, ``cs``, ``c0``.
-        weights: :class:`~.layer.Weights`; the loop reads ``w_hh`` and ``w_hr``.
+        saved: :class:`~.layer.Saved`; the loop reads ``gates``, ``cs``, ``c0``
+            and, with layer norm, ``r_hat`` and ``r_rstd``.
+        weights, masks: as for :func:`forward_loop`.
         batch_sizes, reverse: as for :func:`forward_loop`.
 
-    Returns:
-        ``(d_z, d_h, d_h0, d_c0, d_b)``: pre-activation gradients (N, G), the
-        total gradient reaching each output ``h_t`` (N, P; only with a
-        projection, else None), the gradients of the initial states (B, P),
-        (B, H), and the bias gradient, the sum of the rows of ``d_z`` (G,).
+    Returns a :class:`~.layer.LoopGrads`: the pre-activation gradients
+    ``d_z`` (N, G); with layer norm the gradients ``d_r`` of the recurrent
+    products (N, G); with a projection the gradient ``d_h`` reaching each new
+    output before zoneout (N, P); the gradients of the initial states (B, P),
+    (B, H); the bias gradient, the sum of the rows of ``d_z`` (G,); and the
+    gradients of the layer norm gains and peepholes whose options are on.
     """
     d_y, d_hn, d_cn = grads
-    gates, cs, c0 = saved.gates, saved.cs, saved.c0
-    w_hh, w_hr = weights.w_hh, weights.w_hr
+    gates, cs, c0, r_hat, r_rstd = saved.gates, saved.cs, saved.c0, saved.r_hat, saved.r_rstd
     steps = make_steps(batch_sizes, reverse)
     prev = previous_rows(batch_sizes, reverse, cs.device)  # (N,)
     c_prev = torch.cat([cs, c0]).index_select(0, prev)  # (N, H)
     T = len(steps.sizes)
-    d_zs, d_hs = [None] * T, [None] * T
+    per_step = [None] * T
     last = steps.order[-1]
     dh, dc = d_hn[: steps.sizes[last]], d_cn[: steps.sizes[last]]  # (b, P), (b, H)
     dh_done, dc_done = [], []
@@ -190,8 +339,30 @@ def backward_loop(grads: Grads, saved: Saved, weights: Weights, batch_sizes, rev
         rows = slice(lo, lo + b)
         dh, dc = resize(dh, b, d_hn, dh_done), resize(dc, b, d_cn, dc_done)
         dh = d_y[rows] + dh  # (b, P)
-        d_hs[t] = dh
-        d_zs[t], dh, dc = cell_backward(dh, dc, gates[rows], cs[rows], c_prev[rows], w_hh, w_hr)
-    d_z = torch.cat(d_zs)  # (N, G)
-    d_h = None if w_hr is None else torch.cat(d_hs)  # (N, P)
-    return d_z, d_h, final(dh, dh_done), final(dc, dc_done), d_z.sum(0)
+        step = step_backward(
+            dh, dc, gates[rows], cs[rows], c_prev[rows], weights,
+            None if r_hat is None else r_hat[rows], None if r_rstd is None else r_rstd[rows],
+            *_step_masks(masks, lo, b),
+        )
+        per_step[t] = step
+        dh, dc = step.dh_prev, step.dc_prev
+    d_z = torch.cat([s.d_z for s in per_step])  # (N, G)
+
+    def total(field, keep=False):  # the rows of every step, or their sum
+        parts = [getattr(s, field) for s in per_step]
+        if parts[0] is None:
+            return None
+        return torch.cat(parts, -2) if keep else torch.cat(parts, -2).sum(-2)
+
+    return LoopGrads(
+        d_z,
+        None if weights.ln_hh is None else total("d_r", keep=True),
+        None if weights.w_hr is None else total("d_h_new", keep=True),
+        final(dh, dh_done),
+        final(dc, dc_done),
+        d_z.sum(0),
+        None if weights.ln_hh is None else (d_z * r_hat).sum(0),
+        total("d_ln_c"),
+        total("d_ln_c_bias"),
+        total("d_peephole"),
+    )

@@ -20,10 +20,10 @@ from torch import Tensor
 
 from .. import native as loader
 from . import inplace, native
-from .loops import REFERENCE, Loops, backward_and_products, project_and_forward
+from .loops import REFERENCE, LayerGrads, Loops, backward_and_products, project_and_forward
 
-__all__ = ["BACKENDS", "CHOICES", "REFERENCE", "Loops", "backward_and_products", "needs_reference", "records",
-           "project_and_forward", "select"]
+__all__ = ["BACKENDS", "CHOICES", "REFERENCE", "LayerGrads", "Loops", "backward_and_products", "needs_reference",
+           "records", "project_and_forward", "select"]
 
 # What a caller may ask for: "auto" is "native" where it runs the tensors, else "python".
 CHOICES = ("auto", "python", "native")
@@ -69,7 +69,8 @@ def needs_reference(values) -> bool:
     return any(isinstance(v, Tensor) and wrapped(v) for v in values)
 
 
-def select(backend: str, rows: Tensor, values=None, *, recording: bool = False) -> Tuple[str, Optional[Loops]]:
+def select(backend: str, rows: Tensor, values=None, *, recording: bool = False,
+           variants: bool = False) -> Tuple[str, Optional[Loops]]:
     """The name ``backend`` resolves to for ``rows`` (N, I), and the loops that run them.
 
     The name: ``"python"``; ``"native"`` where the native loops run tensors
@@ -79,8 +80,10 @@ def select(backend: str, rows: Tensor, values=None, *, recording: bool = False) 
     The loops (None where ``values`` is None: the name alone is asked for):
     the reference ones when ``recording`` (autograd records the loops: double
     backward), where :func:`needs_reference` says so for ``values`` (every
-    argument of the call), or where there are no rows (an empty batch, which
-    no backend is asked to handle); else the named backend's.
+    argument of the call), where there are no rows (an empty batch, which
+    no backend is asked to handle), or where the call has ``variants`` of the
+    cell (layer norm, peepholes, masks) that the backend does not run; else
+    the named backend's.
     """
     if backend == "python":
         name = backend
@@ -96,4 +99,5 @@ def select(backend: str, rows: Tensor, values=None, *, recording: bool = False) 
         return name, None
     if recording or rows.shape[0] == 0 or needs_reference(values):
         return name, REFERENCE
-    return name, BACKENDS[name]
+    loops = BACKENDS[name]
+    return name, (REFERENCE if variants and not loops.variants else loops)

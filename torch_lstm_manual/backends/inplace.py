@@ -7,7 +7,9 @@ buffers that start as the initial states (h0, c0; d_hn, d_cn backward): a
 sequence that stops running keeps its last state in its row, and one that
 starts finds its initial state there, so the final states are the buffers.
 Same arguments, same results and the same math as the reference loops, which
-run wherever autograd records (double backward).
+run wherever autograd records (double backward), and for the variants of the
+cell (layer norm, peepholes, zoneout, recurrent dropout), which these loops
+leave to them (``variants=False``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
-from ..layer import Grads, Saved, Weights
+from ..layer import Grads, LoopGrads, Masks, Saved, Weights
 from ..packing import make_steps
 from ..reference import input_projection
 from .loops import Loops
@@ -97,9 +99,9 @@ def cell_backward_inplace(dm: Tensor, dc: Tensor, gates: Tensor, c: Tensor, c_pr
         torch.mm(d_z, w_hh, out=dh_prev)
 
 
-def forward_loop_inplace(xw: Tensor, h0: Tensor, c0: Tensor, weights: Weights, batch_sizes, reverse: bool,
-                         save: bool = True, overwrite_xw: bool = False):
-    """:func:`~torch_lstm_manual.reference.forward_loop`, in place; autograd must be off.
+def forward_loop_inplace(xw: Tensor, h0: Tensor, c0: Tensor, weights: Weights, masks: Masks, batch_sizes,
+                         reverse: bool, save: bool = True, overwrite_xw: bool = False):
+    """:func:`~torch_lstm_manual.reference.forward_loop` of the plain LSTM, in place; autograd must be off.
 
     Each step is :func:`cell_forward_inplace`. With ``overwrite_xw`` the gates are computed in the memory of ``xw``,
     which the caller gives up (the returned gates are ``xw``).
@@ -128,19 +130,19 @@ def forward_loop_inplace(xw: Tensor, h0: Tensor, c0: Tensor, weights: Weights, b
         if save:
             cs_t[t].copy_(c_b)
         h_b.copy_(y_t[t])
-    return y, (gates if save else None), cs, h, c
+    return y, (gates if save else None), cs, h, c, None, None
 
 
-def project_and_forward_inplace(rows: Tensor, h0: Tensor, c0: Tensor, weights: Weights, batch_sizes, reverse: bool,
-                                save: bool = True):
+def project_and_forward_inplace(rows: Tensor, h0: Tensor, c0: Tensor, weights: Weights, masks: Masks, batch_sizes,
+                                reverse: bool, save: bool = True):
     """:func:`~torch_lstm_manual.backends.loops.project_and_forward` with
     :func:`forward_loop_inplace`, which computes the gates in the memory of the projections."""
     xw = input_projection(rows, weights.w_ih, weights.b_ih, weights.b_hh)  # (N, G)
-    return forward_loop_inplace(xw, h0, c0, weights, batch_sizes, reverse, save, overwrite_xw=True)
+    return forward_loop_inplace(xw, h0, c0, weights, masks, batch_sizes, reverse, save, overwrite_xw=True)
 
 
-def backward_loop_inplace(grads: Grads, saved: Saved, weights: Weights, batch_sizes, reverse: bool):
-    """:func:`~torch_lstm_manual.reference.backward_loop`, in place; autograd must be off.
+def backward_loop_inplace(grads: Grads, saved: Saved, weights: Weights, masks: Masks, batch_sizes, reverse: bool):
+    """:func:`~torch_lstm_manual.reference.backward_loop` of the plain LSTM, in place; autograd must be off.
 
     Each step is :func:`cell_backward_inplace` on its rows of ``gates`` and
     ``cs`` (small tensors that stay in cache).
@@ -173,7 +175,7 @@ def backward_loop_inplace(grads: Grads, saved: Saved, weights: Weights, batch_si
             ran = min(b, steps.sizes[steps.order[k - 1]])
             c_prev = (cs_t[steps.order[k - 1]][:ran], c0[ran:b])
         cell_backward_inplace(dm, dc_b, s_t, cs_t[t], c_prev, w_hh, d_z_s, dh_b, one)
-    return d_z, d_h, dh, dc, d_z.sum(0)
+    return LoopGrads(d_z, None, d_h, dh, dc, d_z.sum(0))
 
 
 LOOPS = Loops(forward_loop_inplace, backward_loop_inplace, project_and_forward_inplace)

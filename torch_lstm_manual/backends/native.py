@@ -12,9 +12,9 @@ import torch
 from torch import Tensor
 
 from .. import native as loader
-from ..layer import ALL, Grads, Needs, Saved, Weights
+from ..layer import ALL, Grads, LoopGrads, Masks, Needs, Saved, Weights
 from ..reference import input_bias
-from .loops import Loops, backward_and_products
+from .loops import LayerGrads, Loops, backward_and_products
 
 
 def _batch_sizes(batch_sizes):
@@ -24,21 +24,22 @@ def _batch_sizes(batch_sizes):
     return batch_sizes if isinstance(batch_sizes, (list, tuple)) else list(batch_sizes)
 
 
-def forward_loop(xw: Tensor, h0: Tensor, c0: Tensor, weights: Weights, batch_sizes, reverse: bool, save: bool = True):
+def forward_loop(xw: Tensor, h0: Tensor, c0: Tensor, weights: Weights, masks: Masks, batch_sizes, reverse: bool,
+                 save: bool = True):
     """:func:`~torch_lstm_manual.reference.forward_loop`, compiled."""
     sizes = _batch_sizes(batch_sizes)
     y, gates, cs, h_n, c_n = loader._ext.forward(xw, h0, c0, weights.w_hh, weights.w_hr, sizes, bool(reverse), bool(save))
-    return y, gates, cs, h_n, c_n
+    return y, gates, cs, h_n, c_n, None, None
 
 
-def backward_loop(grads: Grads, saved: Saved, weights: Weights, batch_sizes, reverse: bool):
+def backward_loop(grads: Grads, saved: Saved, weights: Weights, masks: Masks, batch_sizes, reverse: bool):
     """:func:`~torch_lstm_manual.reference.backward_loop`, compiled."""
     d_y, d_hn, d_cn = grads
     sizes = _batch_sizes(batch_sizes)
     d_z, d_h, d_h0, d_c0, d_b = loader._ext.backward(
         d_y, d_hn, d_cn, saved.gates, saved.cs, saved.c0, weights.w_hh, weights.w_hr, sizes, bool(reverse)
     )
-    return d_z, d_h, d_h0, d_c0, d_b
+    return LoopGrads(d_z, None, d_h, d_h0, d_c0, d_b)
 
 
 def input_projection(rows: Tensor, w_ih: Tensor, b_ih, b_hh) -> Tensor:
@@ -46,31 +47,33 @@ def input_projection(rows: Tensor, w_ih: Tensor, b_ih, b_hh) -> Tensor:
     return loader._ext.project(rows, w_ih, input_bias(b_ih, b_hh))
 
 
-def forward_input(rows: Tensor, h0: Tensor, c0: Tensor, weights: Weights, batch_sizes, reverse: bool, save: bool = True):
+def forward_input(rows: Tensor, h0: Tensor, c0: Tensor, weights: Weights, masks: Masks, batch_sizes, reverse: bool,
+                  save: bool = True):
     """:func:`~torch_lstm_manual.backends.loops.project_and_forward` with the
     native loops; in float32 without a projection, one pass (the input
     projection on the same register tiles as the recurrent product)."""
-    w_ih, w_hh, b_ih, b_hh, w_hr = weights
+    w_ih, w_hh, b_ih, b_hh, w_hr = weights[:5]
     bias = input_bias(b_ih, b_hh)
     sizes = _batch_sizes(batch_sizes)
     y, gates, cs, h_n, c_n = loader._ext.forward_input(rows, w_ih, bias, h0, c0, w_hh, w_hr, sizes, bool(reverse), bool(save))
-    return y, gates, cs, h_n, c_n
+    return y, gates, cs, h_n, c_n, None, None
 
 
-def backward_input(grads: Grads, saved: Saved, weights: Weights, batch_sizes, reverse: bool, needs: Needs = ALL):
+def backward_input(grads: Grads, saved: Saved, weights: Weights, masks: Masks, batch_sizes, reverse: bool,
+                   needs: Needs = ALL):
     """:func:`~torch_lstm_manual.backends.loops.backward_and_products` with the
     native loops; in float32 without a projection, one pass (the products a
     step at a time on the loop's tiles, no (N, 4H) gate gradients in memory)."""
     if not loader._ext.fuses_backward(saved.gates, weights.w_hr):
-        return backward_and_products(LOOPS, grads, saved, weights, batch_sizes, reverse, needs)
+        return backward_and_products(LOOPS, grads, saved, weights, masks, batch_sizes, reverse, needs)
     d_y, d_hn, d_cn = grads
-    gates, cs, c0, h0, rows, y = saved
+    gates, cs, c0, h0, rows, y = saved[:6]
     sizes = _batch_sizes(batch_sizes)
     d_x, d_h0, d_c0, d_w_ih, d_w_hh, d_b = loader._ext.backward_input(
         d_y, d_hn, d_cn, gates, cs, c0, weights.w_hh, rows, weights.w_ih, y, h0, sizes, bool(reverse),
         needs.x, needs.w_ih or needs.w_hh,
     )
-    return d_x, None, d_h0, d_c0, (d_w_ih if needs.w_ih else None), (d_w_hh if needs.w_hh else None), d_b
+    return LayerGrads(d_x, None, d_h0, d_c0, (d_w_ih if needs.w_ih else None), (d_w_hh if needs.w_hh else None), d_b)
 
 
 LOOPS = Loops(forward_loop, backward_loop, forward_input, backward_input)
