@@ -296,22 +296,25 @@ class LossRecorder(pl.Callback):
 
 
 def test_short_fit_with_every_variant_lowers_the_loss():
-    """Four epochs of the built-in corpus with every variant and embedding dropout on: the loss goes down."""
+    """Five epochs of short sentences of the built-in corpus with every variant and embedding
+    dropout on (at rates that let so small a run learn): the loss of the last epoch is well
+    below that of the first."""
     from torch_lstm_manual.sentiment.data import SyntheticDataModule
 
     pl.seed_everything(0, verbose=False)
-    data = SyntheticDataModule(num_train=256, num_val=32, num_test=32, max_filler=2, batch_size=32)
+    data = SyntheticDataModule(num_train=128, num_val=16, num_test=16, min_filler=0, max_filler=1, negation_prob=0.0,
+                               contrast_prob=0.0, batch_size=16)
     model = SentimentClassifier(
-        data.vocab_size, data.num_classes, embedding_dim=16, hidden_size=16, num_layers=2, bidirectional=True,
-        lr=1e-2, embedding_dropout=0.1, **VARIANTS,
+        data.vocab_size, data.num_classes, embedding_dim=16, hidden_size=16, lr=2e-2, embedding_dropout=0.05,
+        layer_norm=True, peepholes=True, zoneout_cell=0.1, zoneout_hidden=0.1, recurrent_dropout=0.1, weight_drop=0.1,
     )
     recorder = LossRecorder()
     trainer = pl.Trainer(
-        max_epochs=4, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        max_epochs=5, logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, use_distributed_sampler=False, limit_val_batches=0, callbacks=[recorder],
     )
     trainer.fit(model, data)
-    steps_per_epoch = len(recorder.losses) // 4
-    first, last = recorder.losses[:steps_per_epoch], recorder.losses[-steps_per_epoch:]
+    assert len(recorder.losses) == 5 * 8
+    first, last = recorder.losses[:8], recorder.losses[-8:]
     assert all(math.isfinite(loss) for loss in recorder.losses)
-    assert sum(last) / len(last) < 0.9 * sum(first) / len(first), recorder.losses
+    assert sum(last) / 8 < 0.8 * sum(first) / 8, recorder.losses
