@@ -127,10 +127,19 @@ class SentimentClassifier(LightningModule):
             rising to the peak (``"onecycle"``'s ``pct_start``).
         embedding_dropout: the probability, in ``[0, 1)``, of dropping a word (a whole row
             of the embedding) in training: see ``embedding_dropout``.
-        layer_norm, peepholes, zoneout_cell, zoneout_hidden, recurrent_dropout, weight_drop:
-            the LSTM's variant options, passed to this package's ``LSTM`` (which checks
-            them). ``lstm_impl="torch"`` cannot express any of them: setting one with it
-            is a ``ValueError``.
+        layer_norm: layer-normalise the LSTM's input and recurrent products of the gates,
+            and its cell state before the tanh.
+        peepholes: the LSTM's cell state enters its gates i, f and o (peephole weights).
+        zoneout_cell: the probability that a unit of the LSTM's ``c`` keeps its previous
+            value at a step, in training (in eval, the expectation).
+        zoneout_hidden: the same for ``h``.
+        recurrent_dropout: dropout on ``h_{t-1}`` where it enters ``W_hh``, one mask per
+            review, layer and direction (variational).
+        weight_drop: dropout on the weights ``W_hh`` (DropConnect), one mask per batch.
+
+    The last six are the variant options of this package's ``LSTM``, which checks
+    their values; ``lstm_impl="torch"`` cannot express any of them, and setting one
+    with it is a ``ValueError`` naming it.
     """
 
     def __init__(
