@@ -33,7 +33,32 @@ and ``dh_0``, ``dc_0`` are what the loop carries out of the first step.
 Sequences of different lengths run in the packed layout of
 ``torch.nn.utils.rnn.PackedSequence`` (see :mod:`.packing`).
 
-:func:`cell_forward` and :func:`cell_backward` are one step of each pass,
+The variants (each off unless its tensors are given; ``LN(v) = (v - mean(v))
+* rstd``, ``rstd = 1 / sqrt(var(v) + 1e-5)`` over the row, ``v_hat = LN(v)``)::
+
+    layer norm   z_t = g_ih * LN(x_t W_ih^T) + g_hh * LN(r_t) + b_ih + b_hh,  r_t = h_{t-1} W_hh^T
+                 m_t = o_t * tanh(u_t),  u_t = g_c * LN(c~_t) + b_c     (the carried c_t is not normalised)
+    peepholes    z_i += p_i * c_{t-1}    z_f += p_f * c_{t-1}    z_o += p_o * c~_t
+    zoneout      c~_t, h~_t: the step above;  c_t = d_c * c_{t-1} + (1 - d_c) * c~_t,  h_t likewise with d_h
+    recurrent    r_t = (m_rec * h_{t-1}) W_hh^T     (one mask per sequence)
+    dropout
+
+and their derivatives, in the order the backward step takes them::
+
+    zoneout      dh~ = dh (1 - d_h),  dc~ = dc (1 - d_c);  d_h * dh and d_c * dc go to the step before
+    layer norm   du = dm o (1 - tanh(u)^2),  dg_c += du c^,  db_c += du,  dc~ += dLN(g_c du)
+                 with dLN(e) = rstd * (e - mean(e) - v^ * mean(e * v^))    (through the mean and variance)
+    peepholes    dc~ += dz_o p_o;  dc_{t-1} += dz_i p_i + dz_f p_f;  dp_i, dp_f, dp_o += dz_i c_{t-1}, dz_f c_{t-1}, dz_o c~
+    layer norm   dg_hh += dz r^,  dr = dLN(g_hh dz),  dh_{t-1} = dr W_hh,  and after the loop
+                 d(x W_ih^T) = dLN(g_ih dZ),  dg_ih = sum of dZ * LN(x W_ih^T)
+    recurrent    dh_{t-1} = (dr W_hh) * m_rec,  dW_hh = dR^T (M_rec * H_prev)
+    dropout
+
+Weight drop multiplies ``W_hh`` by its mask before the loops, so ``dW_hh``
+reaches the weights through the mask.
+
+:func:`step_forward` and :func:`step_backward` are one step of each pass
+(:func:`cell_forward` and :func:`cell_backward` without the variants),
 :func:`forward_loop` and :func:`backward_loop` run them over the steps. These
 are the readable loops, the source of truth: they run wherever autograd
 records (double backward), under torch.compile and torch.func transforms, and

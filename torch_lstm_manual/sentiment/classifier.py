@@ -24,6 +24,15 @@ LSTM_IMPLS = ("manual", "torch")
 OPTIMIZERS = ("adamw", "sgd")
 LR_SCHEDULES = ("none", "cosine", "onecycle")
 POOLINGS = ("last", "max", "mean")
+# The options of this package's LSTM that torch.nn.LSTM has no counterpart for, with their "off" values.
+LSTM_VARIANTS = {
+    "layer_norm": False,
+    "peepholes": False,
+    "zoneout_cell": 0.0,
+    "zoneout_hidden": 0.0,
+    "recurrent_dropout": 0.0,
+    "weight_drop": 0.0,
+}
 
 
 def _check_int(name: str, value: object, smallest: int) -> None:
@@ -44,6 +53,37 @@ def _check_float(name: str, value: object, low: float, high: float | None = None
 def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def embedding_dropout(embedding: nn.Embedding, tokens: Tensor, p: float, training: bool = True) -> Tensor:
+    """The embeddings (*, E) of the token ids ``tokens`` (*) with whole words dropped.
+
+    Embedding dropout of AWD-LSTM (Merity et al., 2017, "Regularizing and Optimizing
+    LSTM Language Models"): in training, each row of ``embedding.weight`` (each entry of
+    the vocabulary) is kept with probability ``1 - p`` and scaled by ``1 / (1 - p)``,
+    or zeroed with probability ``p``, one draw per row per call. Every occurrence of a
+    word in the call gets the same draw, so a dropped word is absent from the whole
+    batch rather than from some positions. Gradients reach the kept rows only (and
+    never the ``padding_idx`` row, as with ``nn.Embedding``). With ``training=False``
+    or ``p=0`` this is ``embedding(tokens)``.
+
+    Args:
+        embedding: the embedding whose rows are dropped (its ``padding_idx`` is kept).
+        tokens: token ids (*), ``0 .. embedding.num_embeddings - 1``.
+        p: the probability of dropping a word, in ``[0, 1)``.
+        training: drop words (True) or return the plain embeddings (False).
+    """
+    if isinstance(p, bool) or not isinstance(p, (int, float)):
+        raise TypeError(f"embedding_dropout p should be a number, got: {type(p).__name__}")
+    if not 0 <= p < 1:
+        raise ValueError(
+            f"embedding_dropout p must be in range [0, 1) (the probability of dropping a word), got {p}"
+        )
+    if not training or p == 0:
+        return embedding(tokens)
+    weight = embedding.weight  # (V, E)
+    keep = weight.new_empty(weight.size(0), 1).bernoulli_(1 - p) / (1 - p)  # (V, 1): one draw per word
+    return F.embedding(tokens, weight * keep, embedding.padding_idx)  # (*, E)
 
 
 def warmup_cosine(step: int, total_steps: int, warmup_steps: int) -> float:
@@ -85,6 +125,21 @@ class SentimentClassifier(LightningModule):
             Both step every optimizer step and need a run of known length (``max_epochs`` or ``max_steps``).
         warmup_fraction: the fraction of the run spent warming up (``"cosine"``) or
             rising to the peak (``"onecycle"``'s ``pct_start``).
+        embedding_dropout: the probability, in ``[0, 1)``, of dropping a word (a whole row
+            of the embedding) in training: see ``embedding_dropout``.
+        layer_norm: layer-normalise the LSTM's input and recurrent products of the gates,
+            and its cell state before the tanh.
+        peepholes: the LSTM's cell state enters its gates i, f and o (peephole weights).
+        zoneout_cell: the probability that a unit of the LSTM's ``c`` keeps its previous
+            value at a step, in training (in eval, the expectation).
+        zoneout_hidden: the same for ``h``.
+        recurrent_dropout: dropout on ``h_{t-1}`` where it enters ``W_hh``, one mask per
+            review, layer and direction (variational).
+        weight_drop: dropout on the weights ``W_hh`` (DropConnect), one mask per batch.
+
+    The last six are the variant options of this package's ``LSTM``, which checks
+    their values; ``lstm_impl="torch"`` cannot express any of them, and setting one
+    with it is a ``ValueError`` naming it.
     """
 
     def __init__(
@@ -106,6 +161,13 @@ class SentimentClassifier(LightningModule):
         momentum: float = 0.9,
         lr_schedule: Literal["none", "cosine", "onecycle"] = "none",
         warmup_fraction: float = 0.1,
+        embedding_dropout: float = 0.0,
+        layer_norm: bool = False,
+        peepholes: bool = False,
+        zoneout_cell: float = 0.0,
+        zoneout_hidden: float = 0.0,
+        recurrent_dropout: float = 0.0,
+        weight_drop: float = 0.0,
     ) -> None:
         super().__init__()
         _check_int("vocab_size", vocab_size, 2)
@@ -120,18 +182,39 @@ class SentimentClassifier(LightningModule):
         _check_float("weight_decay", weight_decay, 0.0)
         _check_float("momentum", momentum, 0.0)
         _check_float("warmup_fraction", warmup_fraction, 0.0, 1.0)
+        _check_float("embedding_dropout", embedding_dropout, 0.0)
+        if embedding_dropout >= 1:
+            raise ValueError(
+                f"embedding_dropout must be in range [0, 1) (the probability of dropping a word), got {embedding_dropout}"
+            )
+        variants = dict(
+            layer_norm=layer_norm, peepholes=peepholes, zoneout_cell=zoneout_cell, zoneout_hidden=zoneout_hidden,
+            recurrent_dropout=recurrent_dropout, weight_drop=weight_drop,
+        )
+        if lstm_impl == "torch":
+            for name, value in variants.items():
+                if value != LSTM_VARIANTS[name]:
+                    raise ValueError(
+                        f"{name}={value!r} needs lstm_impl='manual': torch.nn.LSTM (lstm_impl='torch') cannot "
+                        f"express {name}; leave it at {LSTM_VARIANTS[name]!r} or choose lstm_impl='manual'"
+                    )
         self.save_hyperparameters()
 
+        # The LSTM checks hidden_size, num_layers, proj_size and dropout with nn.LSTM's own
+        # messages, and the variant options with its own.
+        self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=0)
         if lstm_impl == "manual":
             from torch_lstm_manual import LSTM  # the core, imported only when used
+
+            self.lstm = LSTM(
+                embedding_dim, hidden_size, num_layers=num_layers, batch_first=True,
+                dropout=dropout, bidirectional=bidirectional, proj_size=proj_size, **variants,
+            )
         else:
-            LSTM = nn.LSTM
-        # The LSTM checks hidden_size, num_layers, proj_size and dropout with nn.LSTM's own messages.
-        self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=0)
-        self.lstm = LSTM(
-            embedding_dim, hidden_size, num_layers=num_layers, batch_first=True,
-            dropout=dropout, bidirectional=bidirectional, proj_size=proj_size,
-        )
+            self.lstm = nn.LSTM(
+                embedding_dim, hidden_size, num_layers=num_layers, batch_first=True,
+                dropout=dropout, bidirectional=bidirectional, proj_size=proj_size,
+            )
         self.num_directions = 2 if bidirectional else 1
         features = (proj_size or hidden_size) * self.num_directions
         self.head_dropout = nn.Dropout(head_dropout)
@@ -154,7 +237,7 @@ class SentimentClassifier(LightningModule):
                 f"lengths must have one entry per row of tokens. Expected shape ({tokens.size(0)},), "
                 f"got {tuple(lengths.shape)}"
             )
-        emb = self.embedding(tokens)  # (B, T, E)
+        emb = embedding_dropout(self.embedding, tokens, self.hparams.embedding_dropout, self.training)  # (B, T, E)
         packed = pack_padded_sequence(emb, lengths.cpu(), batch_first=True, enforce_sorted=False)
         out, (h_n, _) = self.lstm(packed)  # h_n: (L * D, B, P), in the batch's original order
         pooling = self.hparams.pooling
