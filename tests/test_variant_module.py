@@ -115,7 +115,8 @@ def test_functional_masks_are_the_module_s():
     w = [None if n is None else getattr(lstm, n) for n in lstm._layer_names[0]]
     y, h, c = lstm_layer(x, torch.zeros(2, 5, dtype=torch.float64), torch.zeros(2, 5, dtype=torch.float64), *w[:5],
                          layer_norm=tuple(w[5:9]), peephole=w[9], weight_hh_mask=mask.weight_hh,
-                         recurrent_mask=mask.recurrent, cell_mask=mask.cell, hidden_mask=mask.hidden)
+                         recurrent_mask=mask.recurrent, cell_mask=mask.cell, hidden_mask=mask.hidden,
+                         backend=lstm.backend)
     out, (h_n, c_n) = lstm(x, masks=[mask])
     assert torch.equal(y, out) and torch.equal(h, h_n[0]) and torch.equal(c, c_n[0])
 
