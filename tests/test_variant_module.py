@@ -1,6 +1,7 @@
 """The variants as a module: parameters, state_dict, conversions, errors, and
 the transforms (vmap, torch.compile, eval-mode backward)."""
 
+import io
 import math
 
 import pytest
@@ -8,7 +9,7 @@ import torch
 from torch import nn
 from variant_oracle import random_masks
 
-from torch_lstm_manual import LSTM
+from torch_lstm_manual import LSTM, LSTMCell
 from torch_lstm_manual.functional import lstm_layer
 from torch_lstm_manual.variants import LayerMasks
 
@@ -166,3 +167,21 @@ def test_compile_matches_eager():
 
     for got, want in zip(run(torch.compile(lstm)), run(lstm)):
         torch.testing.assert_close(got, want)
+
+
+def test_modules_pickled_before_the_variants_still_run():
+    """A whole module saved by torch.save before the variants existed (no
+    option attributes, five parameter names per layer) loads and runs plain."""
+    lstm = LSTM(3, 4, num_layers=2, dtype=torch.float64)
+    cell = LSTMCell(3, 4, dtype=torch.float64)
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    expected = lstm(x)[0], cell(x[0])[0]
+    for module in (lstm, cell):
+        for name in ("layer_norm", "peepholes", "zoneout_cell", "zoneout_hidden", "recurrent_dropout", "weight_drop"):
+            module.__dict__.pop(name, None)
+    lstm._layer_names = [names[:5] for names in lstm._layer_names]
+    buffer = io.BytesIO()
+    torch.save((lstm, cell), buffer)
+    buffer.seek(0)
+    lstm, cell = torch.load(buffer, weights_only=False)
+    assert torch.equal(lstm(x)[0], expected[0]) and torch.equal(cell(x[0])[0], expected[1])

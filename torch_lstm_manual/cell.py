@@ -129,6 +129,11 @@ class LSTMCell(nn.Module):
     def __setstate__(self, state):
         super().__setstate__(state)
         self.__dict__.setdefault("_backends", {})
+        # Cells pickled before the variants had none.
+        for name in ("layer_norm", "peepholes"):
+            self.__dict__.setdefault(name, False)
+        for name in ("zoneout_cell", "zoneout_hidden"):
+            self.__dict__.setdefault(name, 0.0)
 
     # ------------------------------------------------------------------
     # Conversions
