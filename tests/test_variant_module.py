@@ -1,15 +1,15 @@
 """The variants as a module: parameters, state_dict, conversions, errors, and
 the transforms (vmap, torch.compile, eval-mode backward)."""
 
+import io
 import math
 
 import pytest
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence
 from variant_oracle import random_masks
 
-from torch_lstm_manual import LSTM
+from torch_lstm_manual import LSTM, LSTMCell
 from torch_lstm_manual.functional import lstm_layer
 from torch_lstm_manual.variants import LayerMasks
 
@@ -155,9 +155,34 @@ def test_vmap_per_sample_gradients_with_given_masks():
 
 
 def test_compile_matches_eager():
+    """Compiled (inductor), every variant on, masks given: the eager outputs and gradients."""
     torch.manual_seed(0)
-    lstm = LSTM(3, 5, dtype=torch.float64, layer_norm=True, peepholes=True).eval()
-    x = torch.randn(4, 2, 3, dtype=torch.float64)
-    inp = pack_padded_sequence(x, [4, 2])
-    compiled = torch.compile(lambda x: lstm(x)[0].data, backend="eager", fullgraph=False)
-    torch.testing.assert_close(compiled(inp), lstm(inp)[0].data)
+    lstm = LSTM(3, 4, dtype=torch.float32, **ALL)
+    x = torch.randn(3, 2, 3)
+    masks = lstm.sample_masks(x)
+
+    def run(model):
+        out, (h, c) = model(x, masks=masks)
+        loss = out.sum() + (h * c).sum()
+        return [loss, *torch.autograd.grad(loss, list(lstm.parameters()))]
+
+    for got, want in zip(run(torch.compile(lstm)), run(lstm)):
+        torch.testing.assert_close(got, want)
+
+
+def test_modules_pickled_before_the_variants_still_run():
+    """A whole module saved by torch.save before the variants existed (no
+    option attributes, five parameter names per layer) loads and runs plain."""
+    lstm = LSTM(3, 4, num_layers=2, dtype=torch.float64)
+    cell = LSTMCell(3, 4, dtype=torch.float64)
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    expected = lstm(x)[0], cell(x[0])[0]
+    for module in (lstm, cell):
+        for name in ("layer_norm", "peepholes", "zoneout_cell", "zoneout_hidden", "recurrent_dropout", "weight_drop"):
+            module.__dict__.pop(name, None)
+    lstm._layer_names = [names[:5] for names in lstm._layer_names]
+    buffer = io.BytesIO()
+    torch.save((lstm, cell), buffer)
+    buffer.seek(0)
+    lstm, cell = torch.load(buffer, weights_only=False)
+    assert torch.equal(lstm(x)[0], expected[0]) and torch.equal(cell(x[0])[0], expected[1])

@@ -19,6 +19,8 @@ from .backends import CHOICES as BACKEND_CHOICES
 from .backends import select
 from .cell_function import lstm_cell
 from .functional import lstm_layer
+from .variants import (WEIGHT_FIELDS, LayerMasks, check_probability, check_switch, parameter_shapes,
+                       sample_layer_masks)
 
 
 class LSTMCell(nn.Module):
@@ -61,8 +63,15 @@ class LSTMCell(nn.Module):
         dtype=None,
         *,
         backend: str = "auto",
+        layer_norm: bool = False,
+        peepholes: bool = False,
+        zoneout_cell: float = 0.0,
+        zoneout_hidden: float = 0.0,
     ) -> None:
         super().__init__()
+        self.layer_norm, self.peepholes = check_switch("layer_norm", layer_norm), check_switch("peepholes", peepholes)
+        self.zoneout_cell = check_probability("zoneout_cell", zoneout_cell)
+        self.zoneout_hidden = check_probability("zoneout_hidden", zoneout_hidden)
         if not isinstance(bias, bool):
             raise TypeError(f"bias should be of type bool, got: {type(bias).__name__}")
         for name, value in (("input_size", input_size), ("hidden_size", hidden_size)):
@@ -83,6 +92,9 @@ class LSTMCell(nn.Module):
         else:
             self.register_parameter("bias_ih", None)
             self.register_parameter("bias_hh", None)
+        # The variants' parameters, named as LSTM's without the layer suffix.
+        for kind, shape in parameter_shapes(layer_norm, peepholes, hidden_size).items():
+            self.register_parameter(kind, nn.Parameter(torch.empty(shape, **factory)))
         # (backend option, device, dtype) -> "python" (the step) or "native"
         # (LSTMFunction's native loops), resolved on the first call (which may
         # build the native loops).
@@ -90,10 +102,18 @@ class LSTMCell(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Every weight and bias from U(-1/sqrt(H), 1/sqrt(H)), as ``torch.nn.LSTMCell``."""
+        """Every weight and bias from U(-1/sqrt(H), 1/sqrt(H)), as ``torch.nn.LSTMCell``,
+        the peephole weights too; layer norm gains ones and biases zeros."""
         bound = 1.0 / math.sqrt(self.hidden_size)
-        for weight in self.parameters():
-            nn.init.uniform_(weight, -bound, bound)
+        for name, weight in self.named_parameters():
+            if name.startswith("layer_norm_"):
+                nn.init.zeros_(weight) if name.endswith("_bias") else nn.init.ones_(weight)
+            else:
+                nn.init.uniform_(weight, -bound, bound)
+
+    @property
+    def _variant(self) -> bool:
+        return self.layer_norm or self.peepholes or bool(self.zoneout_cell or self.zoneout_hidden)
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
@@ -101,11 +121,19 @@ class LSTMCell(nn.Module):
             s += f", bias={self.bias}"
         if self.backend != "auto":
             s += f", backend={self.backend!r}"
+        for name in ("layer_norm", "peepholes", "zoneout_cell", "zoneout_hidden"):
+            if getattr(self, name):
+                s += f", {name}={getattr(self, name)!r}"
         return s
 
     def __setstate__(self, state):
         super().__setstate__(state)
         self.__dict__.setdefault("_backends", {})
+        # Cells pickled before the variants had none.
+        for name in ("layer_norm", "peepholes"):
+            self.__dict__.setdefault(name, False)
+        for name in ("zoneout_cell", "zoneout_hidden"):
+            self.__dict__.setdefault(name, 0.0)
 
     # ------------------------------------------------------------------
     # Conversions
@@ -123,7 +151,11 @@ class LSTMCell(nn.Module):
         return new.train(cell.training)
 
     def to_torch(self) -> nn.LSTMCell:
-        """A ``torch.nn.LSTMCell`` holding the same Parameter objects, device, dtype and mode."""
+        """A ``torch.nn.LSTMCell`` holding the same Parameter objects, device, dtype and mode;
+        RuntimeError for a cell with a variant, which ``torch.nn.LSTMCell`` cannot express."""
+        if self._variant:
+            options = [n for n in ("layer_norm", "peepholes", "zoneout_cell", "zoneout_hidden") if getattr(self, n)]
+            raise RuntimeError(f"torch.nn.LSTMCell cannot express this LSTMCell's {', '.join(options)}")
         cell = nn.LSTMCell(self.input_size, self.hidden_size, self.bias, device="meta", dtype=self.weight_ih.dtype)
         for name, param in self.named_parameters(recurse=False):
             setattr(cell, name, param)
@@ -170,7 +202,11 @@ class LSTMCell(nn.Module):
                 raise RuntimeError(f"hx[{i}] must be on the input's device {x.device}, got {t.device}")
         return h0, c0
 
-    def forward(self, input: Tensor, hx: Optional[Tuple[Tensor, Tensor]] = None) -> Tuple[Tensor, Tensor]:
+    def forward(self, input: Tensor, hx: Optional[Tuple[Tensor, Tensor]] = None, *,
+                masks: Optional[LayerMasks] = None) -> Tuple[Tensor, Tensor]:
+        """``torch.nn.LSTMCell``'s forward; with zoneout, ``masks`` (a
+        :class:`~torch_lstm_manual.variants.LayerMasks` whose ``cell`` and
+        ``hidden`` are (B, H) or (H,)) replaces the masks the call would draw."""
         if not isinstance(input, Tensor):
             raise TypeError(f"input must be a Tensor, got {type(input).__name__}")
         dim = input.dim()
@@ -196,18 +232,50 @@ class LSTMCell(nn.Module):
         else:
             h0, c0 = self._check_hx(hx, dim == 2, input.shape[0], input)
         weights = (w_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+        if masks is not None and not (self.zoneout_cell or self.zoneout_hidden):
+            raise ValueError("masks are the zoneout masks of a cell with zoneout_cell or zoneout_hidden; this cell has neither")
+        if self._variant:
+            weights += tuple(getattr(self, kind, None) for _, kind in WEIGHT_FIELDS)
+            masks = self._masks(input, masks, dim == 2)
         if autocast:
             input, h0, c0, weights = _autocast(input, h0, c0, weights, device_type)
             with torch.autocast(device_type, enabled=False):
-                h, c = self._step(input, h0, c0, weights)
+                h, c = self._step(input, h0, c0, weights, masks)
         else:
-            h, c = self._step(input, h0, c0, weights)
+            h, c = self._step(input, h0, c0, weights, masks)
         if dim == 1:
             h, c = h.squeeze(0), c.squeeze(0)
         return h, c
 
-    def _step(self, x: Tensor, h0: Tensor, c0: Tensor, weights) -> Tuple[Tensor, Tensor]:
+    def _masks(self, x: Tensor, masks: Optional[LayerMasks], batched: bool) -> LayerMasks:
+        """The zoneout masks of a call on ``x`` (B, I), as (1, B, H) rows: drawn, or ``masks`` checked."""
+        shape = (1, x.shape[0], self.hidden_size)
+        if masks is None:
+            options = {"zoneout_cell": self.zoneout_cell, "zoneout_hidden": self.zoneout_hidden,
+                       "recurrent_dropout": 0.0, "weight_drop": 0.0}
+            return sample_layer_masks(options, self.training, shape[:2], shape[1], self.hidden_size, self.hidden_size, x)
+        if not isinstance(masks, LayerMasks) or masks.weight_hh is not None or masks.recurrent is not None:
+            raise ValueError("masks must be a LayerMasks with zoneout masks (cell, hidden) only, got "
+                             f"{masks!r:.80}")
+        given = []
+        for name, m in (("cell", masks.cell), ("hidden", masks.hidden)):
+            want = shape[1:] if batched else shape[2:]
+            if m is not None and tuple(m.shape) != want:
+                raise ValueError(f"masks.{name} must have shape {want}, got {tuple(m.shape)}")
+            given.append(None if m is None else m.reshape(shape))
+        return LayerMasks(None, None, *given)
+
+    def _step(self, x: Tensor, h0: Tensor, c0: Tensor, weights, masks: Optional[LayerMasks] = None) -> Tuple[Tensor, Tensor]:
         """``(h_1, c_1)`` from ``x`` (B, I), ``h0``, ``c0`` (B, H)."""
+        if masks is not None:  # a variant: LSTMFunction over a sequence of one step, x (1, B, I)
+            backend = "native" if self._backend_for(x) == "native" else "python"
+            ln_ih, ln_hh, ln_c, ln_c_bias, peephole = weights[4:]
+            _, h, c = lstm_layer(
+                x.unsqueeze(0), h0, c0, *weights[:4], None, None, False, backend,
+                layer_norm=None if ln_ih is None else (ln_ih, ln_hh, ln_c, ln_c_bias), peephole=peephole,
+                cell_mask=masks.cell, hidden_mask=masks.hidden,
+            )
+            return h, c
         if self._backend_for(x) == "python":
             return lstm_cell(x, h0, c0, *weights)
         # The native loops: LSTMFunction over a sequence of one step, x (1, B, I).

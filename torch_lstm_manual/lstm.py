@@ -162,6 +162,15 @@ class LSTM(nn.Module):
                 s += f", {name}={getattr(self, name)!r}"
         return s
 
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        # Modules pickled before the variants had none, and five names per layer.
+        for name in SWITCHES:
+            self.__dict__.setdefault(name, False)
+        for name in PROBABILITIES:
+            self.__dict__.setdefault(name, 0.0)
+        self._layer_names = [names + (None,) * (5 + len(WEIGHT_FIELDS) - len(names)) for names in self._layer_names]
+
     def flatten_parameters(self) -> None:
         """Nothing to do: the weights are used where they are. Kept so that code
         written for ``torch.nn.LSTM`` (which calls it for cuDNN) runs unchanged."""
