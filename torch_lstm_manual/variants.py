@@ -66,14 +66,15 @@ def dropout_mask(shape, p: float, like: Tensor) -> Tensor:
     device; all zeros for ``p = 1``, as ``F.dropout`` gives."""
     if p == 1:
         return like.new_zeros(shape)
-    return like.new_empty(shape).bernoulli_(1 - p).div_(1 - p)
+    # u < 1 - p for u ~ U[0, 1): Bernoulli(1 - p), drawn faster than bernoulli_ on the CPU.
+    return like.new_empty(shape).uniform_().lt_(1 - p).div_(1 - p)
 
 
 def zoneout_mask(shape, z: float, training: bool, like: Tensor) -> Tensor:
     """The zoneout mask ``d`` of ``shape``: Bernoulli(z) in training, ``z``
     everywhere in eval (its expectation; an expanded scalar)."""
     if training:
-        return like.new_empty(shape).bernoulli_(z)
+        return like.new_empty(shape).uniform_().lt_(z)  # Bernoulli(z)
     return like.new_full((), z).expand(shape)
 
 
