@@ -158,3 +158,44 @@ def test_a_dtype_that_differs_is_named():
     tensors[4] = tensors[4].float()
     with torch.no_grad(), pytest.raises(RuntimeError, match="w_hh must be a CPU tensor of dtype Double, got Float"):
         lstm_cell(*tensors, native=True)
+
+
+@pytest.mark.parametrize("backend", ["auto", "native"])
+def test_vmap_per_sample_gradients_go_through_the_reference(backend):
+    """Under torch.func the native step gives way to the reference step, as the Python step does."""
+    torch.manual_seed(0)
+    cell = LSTMCell(I, H, backend=backend, dtype=torch.float64)
+    params = {k: v.detach() for k, v in cell.named_parameters()}
+    xs = torch.randn(3, 2, I, dtype=torch.float64)  # 3 samples of 2 unbatched steps
+
+    def loss(p, x):
+        h, c = torch.func.functional_call(cell, p, (x[0],))
+        h, c = torch.func.functional_call(cell, p, (x[1], (h, c)))
+        return (h**2).sum() + c.sum()
+
+    per_sample = torch.func.vmap(torch.func.grad(loss), in_dims=(None, 0))(params, xs)
+    for k in range(xs.shape[0]):
+        looped = torch.func.grad(loss)(params, xs[k])
+        assert_all_close([per_sample[n][k] for n in params], [looped[n] for n in params])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["auto", "native"])
+def test_compile_matches_eager(backend):
+    """A cell compiled before its first call (the backend is resolved while tracing) equals eager."""
+    torch.manual_seed(0)
+    cell = LSTMCell(I, H, backend=backend)
+    x = torch.randn(3, B, I)
+    twin = LSTMCell(I, H, backend=backend)
+    twin.load_state_dict(cell.state_dict())
+    compiled = torch.compile(twin)
+
+    def unroll(module):
+        h = c = None
+        for t in range(x.shape[0]):
+            h, c = module(x[t], None if h is None else (h, c))
+        h.sum().backward()
+        return [h.detach(), c.detach(), *(p.grad for p in module.parameters())]
+
+
+    assert_all_close(unroll(compiled), unroll(cell))
