@@ -197,5 +197,4 @@ def test_compile_matches_eager(backend):
         h.sum().backward()
         return [h.detach(), c.detach(), *(p.grad for p in module.parameters())]
 
-
     assert_all_close(unroll(compiled), unroll(cell))
