@@ -198,3 +198,9 @@ def test_compile_matches_eager(backend):
         return [h.detach(), c.detach(), *(p.grad for p in module.parameters())]
 
     assert_all_close(unroll(compiled), unroll(cell))
+
+
+def test_a_dtype_the_extension_does_not_run_is_named():
+    tensors = [None if t is None else t.to(torch.bfloat16) for t in step_inputs()]
+    with torch.no_grad(), pytest.raises(RuntimeError, match="x must be a float32 or float64 CPU tensor, got BFloat16"):
+        lstm_cell(*tensors, native=True)

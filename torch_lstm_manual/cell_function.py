@@ -50,6 +50,13 @@ def _in_place(tensors) -> bool:
     return tensors[0].shape[0] != 0 and not needs_reference(tensors)
 
 
+def _extension(x: Tensor):
+    """The native extension, loaded; RuntimeError, saying why, where it does not run ``x``."""
+    if loader._ext is None:
+        loader.require(x)
+    return loader._ext
+
+
 def _forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, native: bool = False):
     """``(h_1, c_1, gates)``: the step, in place where it may run so (with
     ``native``, the native step, which the caller chose for ``x``). Autograd
@@ -57,7 +64,7 @@ def _forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, native: bool = False):
     if not _in_place((x, h0, c0, w_ih, w_hh, b_ih, b_hh)):
         return cell_forward(input_projection(x, w_ih, b_ih, b_hh), h0, c0, w_hh, None)
     if native:
-        h, c, gates = loader._ext.cell_step_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+        h, c, gates = _extension(x).cell_step_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
         return h, c, gates
     xw = input_projection(x, w_ih, b_ih, b_hh)  # (B, G)
     c = c0.clone(memory_format=torch.contiguous_format)  # (B, H), updated to c_1
@@ -83,7 +90,7 @@ def _backward(ctx, d_h, d_c, native: bool):
         in_place = _in_place(saved + (d_h, d_c))
     if in_place and native:
         # The step's arithmetic and its four products in one call.
-        d_x, d_h0, d_c0, d_w_ih, d_w_hh, d_b = loader._ext.cell_step_backward(
+        d_x, d_h0, d_c0, d_w_ih, d_w_hh, d_b = _extension(x).cell_step_backward(
             d_h, d_c, gates, c, c0, x, h0, w_ih, w_hh, n_x, n_h0, n_w_ih, n_w_hh, n_b_ih or n_b_hh
         )
         return (
@@ -196,9 +203,9 @@ def lstm_cell(
     """Run :class:`LSTMCellFunction` and return ``(h_1, c_1)``; without a graph
     to record (grad mode off, or no tensor that asks for a gradient), the step alone.
 
-    ``native``: run the native step (:class:`NativeLSTMCellFunction`); the
-    caller has made sure that the extension is loaded and runs ``x``'s dtype
-    (:func:`torch_lstm_manual.native.unavailable` is None for ``x``).
+    ``native``: run the native step (:class:`NativeLSTMCellFunction`), which
+    builds the extension on first use; RuntimeError where it does not run
+    ``x`` (:func:`torch_lstm_manual.native.unavailable` says why).
     """
     tensors = (x, h0, c0, w_ih, w_hh, b_ih, b_hh)
     if records(tensors):
