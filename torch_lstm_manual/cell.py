@@ -2,9 +2,9 @@
 
 A call runs :class:`~.cell_function.LSTMCellFunction`, the step of the time
 loops (:func:`~.reference.cell_forward`, :func:`~.reference.cell_backward`
-and their in-place form) without the machinery of a whole sequence; with
-``backend="native"``, :class:`LSTMFunction` on a sequence of one step with the
-native loops. Nothing here computes an LSTM step itself.
+and their in-place form) without the machinery of a whole sequence, or, where
+the native extension runs the tensors, :class:`~.cell_function.NativeLSTMCellFunction`,
+the same step in one compiled call per pass. Nothing here computes an LSTM step itself.
 """
 
 from __future__ import annotations
@@ -31,20 +31,21 @@ class LSTMCell(nn.Module):
     inputs and outputs are those of ``torch.nn.LSTMCell``. A call runs
     :class:`~torch_lstm_manual.cell_function.LSTMCellFunction`, one step of
     the hand-derived LSTM (the in-place step of the ``"python"`` loops, with
-    autograd off), so the backward pass is the hand-derived one, which is
-    itself differentiable (double backward) and works under
-    ``torch.func.vmap`` and ``torch.compile``.
+    autograd off, or its native form), so the backward pass is the
+    hand-derived one, which is itself differentiable (double backward) and
+    works under ``torch.func.vmap`` and ``torch.compile``.
 
     Args:
         input_size: features of the input ``x``.
         hidden_size: features of the states ``h`` and ``c``.
         bias: use ``b_ih`` and ``b_hh``.
         device, dtype: of the parameters.
-        backend: ``"auto"`` or ``"python"``: the in-place Python step (for one
-            step, ``"auto"`` runs it: the native loops are made for whole
-            sequences and pack their weights on every call); ``"native"``:
-            :class:`~torch_lstm_manual.functional.LSTMFunction` on a sequence of
-            one step with the native loops.
+        backend: ``"python"``: the in-place Python step; ``"native"``: the
+            native step (:class:`~torch_lstm_manual.cell_function.NativeLSTMCellFunction`:
+            the products and the cell arithmetic of a pass in one call of the
+            compiled extension), RuntimeError where the extension does not run
+            the input; ``"auto"``: the native step where it runs the input
+            (float32 and float64 on the CPU, once built), else the Python step.
 
     Inputs: ``input, (h_0, c_0)``: ``input`` (B, I) or unbatched (I,); ``h_0``
     and ``c_0`` (B, H) or (H,), zeros when ``hx`` is None.
@@ -95,9 +96,9 @@ class LSTMCell(nn.Module):
         # The variants' parameters, named as LSTM's without the layer suffix.
         for kind, shape in parameter_shapes(layer_norm, peepholes, hidden_size).items():
             self.register_parameter(kind, nn.Parameter(torch.empty(shape, **factory)))
-        # (backend option, device, dtype) -> "python" (the step) or "native"
-        # (LSTMFunction's native loops), resolved on the first call (which may
-        # build the native loops).
+        # (backend option, device, dtype) -> "python" (the Python step) or
+        # "native" (the native step; with a variant, the native loops),
+        # resolved on the first call (which may build the native extension).
         self._backends = {}
         self.reset_parameters()
 
@@ -168,8 +169,7 @@ class LSTMCell(nn.Module):
         key = (self.backend, x.device, x.dtype)
         backend = self._backends.get(key)
         if backend is None:
-            native = self.backend == "native" and select("native", x)[0] == "native"
-            backend = self._backends[key] = "native" if native else "python"
+            backend = self._backends[key] = "python" if self.backend == "python" else select(self.backend, x)[0]
         return backend
 
     def _check_hx(self, hx, batched: bool, batch: int, x: Tensor) -> Tuple[Tensor, Tensor]:
@@ -276,11 +276,7 @@ class LSTMCell(nn.Module):
                 cell_mask=masks.cell, hidden_mask=masks.hidden,
             )
             return h, c
-        if self._backend_for(x) == "python":
-            return lstm_cell(x, h0, c0, *weights)
-        # The native loops: LSTMFunction over a sequence of one step, x (1, B, I).
-        _, h, c = lstm_layer(x.unsqueeze(0), h0, c0, *weights, None, None, False, "native")
-        return h, c
+        return lstm_cell(x, h0, c0, *weights, native=self._backend_for(x) == "native")
 
 
 def _autocast(x, h0, c0, weights, device_type):

@@ -10,7 +10,9 @@ is resolved (``backend="auto"`` or ``"native"``), never at import, and cached
 in torch's extension directory (``TORCH_EXTENSIONS_DIR``, default
 ``~/.cache/torch_extensions``), so later processes only load the library.
 
-Files: ``bindings.cpp`` (argument checks, Python bindings, choice of loop),
+Files: ``bindings.cpp`` (Python bindings, choice of loop; those of the
+variants in ``variant_bindings.cpp``, of LSTMCell's step in
+``step_bindings.cpp``, the argument checks they share in ``checks.h``),
 ``loops.h`` (the loop drivers' interface), ``tiled_loops.cpp`` (float32 on
 register tiles, ``tiles.cpp``/``tiles.h``), ``blas_loops.cpp`` (BLAS
 products, ``blas.cpp``/``blas.h``), ``variant_loops.cpp``/``variant_loops.h``
@@ -53,8 +55,8 @@ import torch
 
 ENV_SWITCH = "TORCH_LSTM_MANUAL_NATIVE"
 _SOURCES = (
-    "bindings.cpp", "tiled_loops.cpp", "blas_loops.cpp", "variant_loops.cpp", "cells.cpp", "tiles.cpp", "blas.cpp",
-    "buffers.cpp",
+    "bindings.cpp", "variant_bindings.cpp", "step_bindings.cpp", "tiled_loops.cpp", "blas_loops.cpp",
+    "variant_loops.cpp", "cells.cpp", "tiles.cpp", "blas.cpp", "buffers.cpp",
 )
 
 _DISABLED = ("0", "false", "off", "no")
