@@ -119,3 +119,14 @@ def test_fast_dev_run_is_refused(tmp_path):
     with pytest.raises(ValueError, match="lr_find cannot run with trainer.fast_dev_run"):
         run_train("lr_find", *TINY, "--trainer.default_root_dir", str(tmp_path), "--trainer.fast_dev_run", "true")
     assert list(tmp_path.iterdir()) == []
+
+
+
+def test_a_diverging_search_stops_early_and_says_so(tmp_path, capsys):
+    # SGD at up to 1e4 on the tiny model: the loss blows up well before the last of 40 steps.
+    cli = run_train("lr_find", *TINY, "--model.optimizer", "sgd", "--trainer.default_root_dir", str(tmp_path),
+                    "--lr_find.min_lr", "1e-2", "--lr_find.max_lr", "1e4", "--lr_find.num_training", "40")
+    out = capsys.readouterr().out
+    (steps,) = re.findall(r"; (\d+) of 40 steps, exponential from 0.01 to 10000, stopped early: the loss diverged\)", out)
+    assert 13 <= int(steps) < 40
+    assert 1e-2 <= cli.lr_suggestion <= 1e4

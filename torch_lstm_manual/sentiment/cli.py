@@ -185,10 +185,15 @@ class SentimentCLI(LightningCLI):
                 Path(self.trainer.default_root_dir) / "lr_find.png")
             write_lr_plot(finder, suggestion, plot, title=f"{type(self.datamodule).__name__}: "
                           f"{steps} steps from {settings.min_lr:g} to {settings.max_lr:g}")
+            stopped = ""
+            if steps < settings.num_training:
+                losses, threshold = finder.results["loss"], settings.early_stop_threshold
+                diverged = threshold is not None and losses[-1] > threshold * min(losses)
+                stopped = ", stopped early: " + ("the loss diverged" if diverged else "a trainer limit ended it")
             lines = [
                 f"Suggested learning rate: {suggestion:.6g}",
                 f"  (model.lr was {previous:g}; {steps} of {settings.num_training} steps, {settings.mode} "
-                f"from {settings.min_lr:g} to {settings.max_lr:g}{'' if steps == settings.num_training else ', stopped early: the loss diverged'})",
+                f"from {settings.min_lr:g} to {settings.max_lr:g}{stopped})",
                 f"  loss curve: {plot}",
             ]
             if settings.update_config is not None:
