@@ -111,7 +111,8 @@ def test_bad_settings_fail_before_the_search(tmp_path, option, value, message):
 def test_values_of_the_wrong_type_are_refused_by_the_parser(tmp_path, capsys, option, value):
     with pytest.raises(SystemExit):
         run_train("lr_find", *TINY, "--trainer.default_root_dir", str(tmp_path), f"--lr_find.{option}", value)
-    assert f"lr_find.{option}" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert f'Parser key "lr_find.{option}"' in error and f"Got value: {value}" in error
     assert list(tmp_path.iterdir()) == []
 
 
