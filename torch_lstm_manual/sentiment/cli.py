@@ -2,7 +2,9 @@
 
 ``python train.py`` with no subcommand fits on the built-in corpus and then tests
 the best checkpoint; ``fit``, ``validate``, ``test`` and ``predict`` work as in
-any LightningCLI. The defaults here are the values of ``configs/default.yaml``.
+any LightningCLI; ``lr_find`` runs Lightning's learning-rate range test on the
+configured model and data (``torch_lstm_manual.sentiment.lr_find``). The defaults
+here are the values of ``configs/default.yaml``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 import sys
 from pathlib import Path
 
+import yaml
 from jsonargparse import Namespace
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -19,8 +22,10 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from .callbacks import BestCheckpoints, ExactResume, LastCheckpoint, PlotMetrics, PredictionWriter, RunSummary
 from .classifier import SentimentClassifier
+from .lr_find import MIN_NUM_TRAINING, LRFindSettings, write_config_with_lr, write_lr_plot
 
 LOGS_NAME = "lightning_logs"
+LR_FIND = "lr_find"
 
 DEFAULTS = {
     "data": {"class_path": "torch_lstm_manual.sentiment.data.SyntheticDataModule"},
@@ -61,7 +66,10 @@ class SentimentCLI(LightningCLI):
     ``--ckpt_path last`` continues in the folder of the latest run that left a
     ``last.ckpt`` (a new ``version_N`` would hold none, and Lightning would
     silently start from scratch). With ``test_after_fit`` the ``fit`` subcommand
-    tests the best checkpoint when it is done.
+    tests the best checkpoint when it is done. The ``lr_find`` subcommand
+    (``--lr_find.*``, see ``LRFindSettings``) runs ``Tuner.lr_find`` with no logger,
+    checkpoints or always-on callbacks, prints the suggested learning rate, sets
+    ``model.lr`` to it and writes the loss curve as a PNG.
 
     Args:
         test_after_fit: after ``fit``, run ``test`` on the best checkpoint (what
@@ -102,6 +110,17 @@ class SentimentCLI(LightningCLI):
             if "weights_only" in arguments:
                 self._subcommand_parsers[subcommand].set_defaults(weights_only=True)
 
+    def _add_subcommands(self, parser: LightningArgumentParser, **kwargs) -> None:
+        super()._add_subcommands(parser, **kwargs)
+        # lr_find is no method of the Trainer: its parser is the common options plus --lr_find.*.
+        description = "Runs the learning-rate range test (Tuner.lr_find) and prints the suggested lr."
+        subcommand_parser = self.init_parser(description=description)
+        self._add_arguments(subcommand_parser)
+        subcommand_parser.add_class_arguments(LRFindSettings, LR_FIND, fail_untyped=True)
+        self._subcommand_parsers[LR_FIND] = subcommand_parser
+        self._subcommand_method_arguments[LR_FIND] = []
+        parser._subcommands_action.add_subcommand(LR_FIND, subcommand_parser, help=description)
+
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         # As LightningCLI's, without its warning about `args` next to `sys.argv`:
         # `main` passes the arguments it took from `sys.argv` on purpose.
@@ -116,6 +135,11 @@ class SentimentCLI(LightningCLI):
         self.config = parser.parse_args(args)
 
     def instantiate_trainer(self, **kwargs):
+        if self.subcommand == LR_FIND:
+            # The range test only: nothing logged or checkpointed, the search not cut short by max_epochs.
+            trainer_config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
+            trainer_config.update(logger=False, enable_checkpointing=False, max_epochs=-1)
+            return self.trainer_class(**trainer_config)
         trainer_config = self._get(self.config_init, "trainer", default={})
         resuming = self.subcommand is not None and self.config_init[self.subcommand].get("ckpt_path") == "last"
         checkpoint_dir = self._get(self.config_init, "checkpoint").dirpath
@@ -125,6 +149,63 @@ class SentimentCLI(LightningCLI):
             version = latest_run_with_last_checkpoint(root / LOGS_NAME)
             kwargs.setdefault("logger", TensorBoardLogger(save_dir=root, name=LOGS_NAME, version=version))
         return super().instantiate_trainer(**kwargs)
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        if subcommand == LR_FIND:
+            self.lr_find()
+        else:
+            super()._run_subcommand(subcommand)
+
+    def lr_find(self) -> float:
+        """Runs ``Tuner.lr_find`` with the ``--lr_find.*`` settings, sets ``model.lr`` to the
+        suggestion, prints it and writes the plot (and the updated configuration, if asked
+        for) on rank 0. Returns the suggested learning rate."""
+        from lightning.pytorch.tuner import Tuner
+
+        settings: LRFindSettings = self._get(self.config_init, LR_FIND)
+        if self.trainer.fast_dev_run:
+            raise ValueError("lr_find cannot run with trainer.fast_dev_run set (Lightning skips the search then)")
+        previous = self.model.hparams.lr
+        finder = Tuner(self.trainer).lr_find(
+            self.model, datamodule=self.datamodule, min_lr=settings.min_lr, max_lr=settings.max_lr,
+            num_training=settings.num_training, mode=settings.mode,
+            early_stop_threshold=settings.early_stop_threshold, update_attr=True, attr_name="lr",
+        )
+        suggestion = finder.suggestion() if finder is not None else None
+        steps = len(finder.results.get("lr", [])) if finder is not None else 0
+        if suggestion is None:
+            raise RuntimeError(
+                f"lr_find could not suggest a learning rate: it recorded {steps} losses, and the suggestion needs "
+                f"at least {MIN_NUM_TRAINING} finite ones; the loss diverged early "
+                f"(raise lr_find.early_stop_threshold, lower lr_find.max_lr) or training ended first "
+                f"(more training batches, or a larger lr_find.num_training)"
+            )
+        if self.trainer.is_global_zero:
+            plot = Path(settings.plot) if settings.plot is not None else (
+                Path(self.trainer.default_root_dir) / "lr_find.png")
+            write_lr_plot(finder, suggestion, plot, title=f"{type(self.datamodule).__name__}: "
+                          f"{steps} steps from {settings.min_lr:g} to {settings.max_lr:g}")
+            stopped = ""
+            if steps < settings.num_training:
+                losses, threshold = finder.results["loss"], settings.early_stop_threshold
+                diverged = threshold is not None and losses[-1] > threshold * min(losses)
+                stopped = ", stopped early: " + ("the loss diverged" if diverged else "a trainer limit ended it")
+            lines = [
+                f"Suggested learning rate: {suggestion:.6g}",
+                f"  (model.lr was {previous:g}; {steps} of {settings.num_training} steps, {settings.mode} "
+                f"from {settings.min_lr:g} to {settings.max_lr:g}{stopped})",
+                f"  loss curve: {plot}",
+            ]
+            if settings.update_config is not None:
+                config = self._parser(LR_FIND).dump(self.config[LR_FIND], format="yaml", skip_none=False)
+                config = yaml.safe_load(config)
+                config.pop(LR_FIND, None)
+                write_config_with_lr(config, suggestion, settings.update_config)
+                lines.append(f"  configuration with this lr: {settings.update_config} "
+                             f"(python train.py fit --config {settings.update_config})")
+            print("\n".join(lines))
+        self.lr_suggestion = suggestion
+        return suggestion
 
     def after_fit(self) -> None:
         if not self.test_after_fit:
