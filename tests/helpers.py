@@ -122,3 +122,23 @@ def assert_per_sample_grads_match_a_loop(loss, params, xs):
         one = torch.autograd.grad(loss(leaves, xs[s]), list(leaves.values()))
         for name, g in zip(leaves, one):
             torch.testing.assert_close(batched[name][s], g, msg=lambda m: f"{name}, sample {s}: {m}")
+
+
+def cell_step_inputs(I, H, B, bias=True, seed=0, dtype=torch.float64):
+    """``(x, h0, c0, w_ih, w_hh, b_ih, b_hh)`` of one LSTM cell step, biases None without ``bias``."""
+    gen = torch.Generator().manual_seed(seed)
+    shapes = [(B, I), (B, H), (B, H), (4 * H, I), (4 * H, H), (4 * H,), (4 * H,)]
+    tensors = [torch.randn(s, generator=gen, dtype=dtype) for s in shapes]
+    return tensors if bias else tensors[:5] + [None, None]
+
+
+def run_cell_step(step, tensors, wanted, which=("h", "c")):
+    """``[h_1, c_1, gradient of every input in wanted...]`` of ``step(*tensors)``
+    under a loss on the states named in ``which`` (fixed random weights)."""
+    leaves = [t if t is None else t.detach().clone().requires_grad_(k in wanted) for k, t in enumerate(tensors)]
+    h, c = step(*leaves)
+    gen = torch.Generator().manual_seed(1)
+    loss = sum((s * torch.randn(s.shape, generator=gen, dtype=s.dtype)).sum()
+               for name, s in (("h", h), ("c", c)) if name in which)
+    grads = torch.autograd.grad(loss, [leaves[k] for k in wanted])
+    return [h.detach(), c.detach(), *grads]

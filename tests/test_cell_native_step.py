@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers import assert_all_close, needs_native
+from helpers import assert_all_close, cell_step_inputs, needs_native, run_cell_step
 from torch_lstm_manual import LSTMCell
 from torch_lstm_manual.cell_function import NativeLSTMCellFunction, lstm_cell
 from torch_lstm_manual.reference import cell_forward, input_projection
@@ -20,24 +20,11 @@ I, H, B = 3, 20, 4  # H = 20: 16 + 4 units, a vector and scalar rest where the b
 NAMES = ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh")
 
 
-def step_inputs(bias=True, dtype=torch.float64, seed=0):
-    """``(x, h0, c0, w_ih, w_hh, b_ih, b_hh)``, biases None without ``bias``."""
-    gen = torch.Generator().manual_seed(seed)
-    shapes = [(B, I), (B, H), (B, H), (4 * H, I), (4 * H, H), (4 * H,), (4 * H,)]
-    tensors = [torch.randn(s, generator=gen, dtype=dtype) for s in shapes]
-    return tensors if bias else tensors[:5] + [None, None]
+def step_inputs(bias=True, seed=0, dtype=torch.float64):
+    return cell_step_inputs(I, H, B, bias, seed, dtype)
 
 
-def run(step, tensors, wanted, which=("h", "c")):
-    """``[h_1, c_1, gradient of every input in wanted...]`` of ``step(*tensors)``
-    under a loss on the states named in ``which`` (fixed random weights)."""
-    leaves = [t if t is None else t.detach().clone().requires_grad_(k in wanted) for k, t in enumerate(tensors)]
-    h, c = step(*leaves)
-    gen = torch.Generator().manual_seed(1)
-    loss = sum((s * torch.randn(s.shape, generator=gen, dtype=s.dtype)).sum()
-               for name, s in (("h", h), ("c", c)) if name in which)
-    grads = torch.autograd.grad(loss, [leaves[k] for k in wanted])
-    return [h.detach(), c.detach(), *grads]
+run = run_cell_step
 
 
 def native(*tensors):
