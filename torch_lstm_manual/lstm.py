@@ -14,9 +14,21 @@ from torch.nn.utils.rnn import PackedSequence
 
 from .backends import CHOICES as BACKEND_CHOICES
 from .backends import select
-from .functional import lstm_layer
+from .functional import bidirectional_layer, lstm_layer
 from .variants import (PROBABILITIES, SWITCHES, WEIGHT_FIELDS, LayerMasks, check_probability, check_switch,
                        parameter_shapes, sample_layer_masks)
+
+
+def _plain(weights, masks) -> bool:
+    """Whether layers with these ``weights`` and ``masks`` (one entry per
+    layer and direction) have no variants of the cell: no layer norm, no
+    peepholes, no masks."""
+    return all(w[5] is None and w[9] is None for w in weights) and all(m is None for ms in masks for m in ms)
+
+
+def _layer_args(h0, c0, weights, k) -> tuple:
+    """``(h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)`` of layer and direction ``k``."""
+    return (h0[k], c0[k], *weights[k][:5])
 
 
 def resolve_backend(backend: str, x: Tensor) -> str:
@@ -369,22 +381,28 @@ class LSTM(nn.Module):
         backend = resolve_backend(self.backend, x)
         h_n, c_n = [], []
         for layer in range(self.num_layers):
-            outs = []
-            for direction in range(D):
-                k = layer * D + direction
-                w_ih, w_hh, b_ih, b_hh, w_hr, ln_ih, ln_hh, ln_c, ln_c_bias, peephole = weights[k]
-                mask = LayerMasks(*masks[k])
-                y, h, c = lstm_layer(
-                    x, h0[k], c0[k], w_ih, w_hh, b_ih, b_hh, w_hr, sizes, direction == 1, backend,
-                    layer_norm=None if ln_ih is None else (ln_ih, ln_hh, ln_c, ln_c_bias), peephole=peephole,
-                    weight_hh_mask=mask.weight_hh, recurrent_mask=mask.recurrent, cell_mask=mask.cell,
-                    hidden_mask=mask.hidden,
-                )
-                outs.append(y)
+            ks = range(layer * D, layer * D + D)
+            if D == 2 and _plain([weights[k] for k in ks], [masks[k] for k in ks]):
+                # The two directions at once where the backend can (bidirectional_layer).
+                results = bidirectional_layer(x, *(_layer_args(h0, c0, weights, k) for k in ks), sizes, backend)
+            else:
+                results = [self._layer(x, h0, c0, weights, masks, sizes, backend, k, k % D == 1) for k in ks]
+            for y, h, c in results:
                 h_n.append(h)
                 c_n.append(c)
-            x = outs[0] if D == 1 else torch.cat(outs, -1)  # (T, B, D*P) or (N, D*P)
+            x = results[0][0] if D == 1 else torch.cat([y for y, _, _ in results], -1)  # (T, B, D*P) or (N, D*P)
             if self.dropout and self.training and layer < self.num_layers - 1:
                 x = F.dropout(x, self.dropout, training=True)
         return x, torch.stack(h_n), torch.stack(c_n)
 
+    @staticmethod
+    def _layer(x, h0, c0, weights, masks, sizes, backend, k, reverse):
+        """lstm_layer for layer and direction ``k``: ``(y, h_n, c_n)``."""
+        w_ih, w_hh, b_ih, b_hh, w_hr, ln_ih, ln_hh, ln_c, ln_c_bias, peephole = weights[k]
+        mask = LayerMasks(*masks[k])
+        return lstm_layer(
+            x, h0[k], c0[k], w_ih, w_hh, b_ih, b_hh, w_hr, sizes, reverse, backend,
+            layer_norm=None if ln_ih is None else (ln_ih, ln_hh, ln_c, ln_c_bias), peephole=peephole,
+            weight_hh_mask=mask.weight_hh, recurrent_mask=mask.recurrent, cell_mask=mask.cell,
+            hidden_mask=mask.hidden,
+        )

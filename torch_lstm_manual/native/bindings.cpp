@@ -6,6 +6,7 @@
 #include <c10/core/GradMode.h>
 
 #include <algorithm>
+#include <tuple>
 #include <type_traits>
 #include <vector>
 
@@ -268,6 +269,15 @@ std::vector<Tensor> backward_input(const Tensor& d_y_, const Tensor& d_hn_, cons
   return {d_x, d_h0, d_c0, d_w_ih, d_w_hh, d_b};
 }
 
+// `f` on the arguments of the two directions of a layer at once (run_both):
+// (f(*first), f(*second)), each tuple holding the arguments of one call.
+template <typename R, typename... A>
+auto both(R (*f)(A...)) {
+  return [f](const std::tuple<std::decay_t<A>...>& first, const std::tuple<std::decay_t<A>...>& second) {
+    return run_both([&] { return std::apply(f, first); }, [&] { return std::apply(f, second); });
+  };
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -282,4 +292,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("backward_input", &backward_input, "backward with its products: (d_x, d_h0, d_c0, d_w_ih, d_w_hh, d_b)",
         py::call_guard<py::gil_scoped_release>());
   m.def("project", &project, "input projection: rows @ w_ih^T + bias", py::call_guard<py::gil_scoped_release>());
+  // The two directions of a layer at once: each takes two tuples of arguments and returns the two results.
+  m.def("backward_both", both(&backward), "backward of two directions at once",
+        py::call_guard<py::gil_scoped_release>());
+  m.def("forward_input_both", both(&forward_input), "forward_input of two directions at once",
+        py::call_guard<py::gil_scoped_release>());
+  m.def("backward_input_both", both(&backward_input), "backward_input of two directions at once",
+        py::call_guard<py::gil_scoped_release>());
 }
