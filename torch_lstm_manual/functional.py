@@ -282,7 +282,8 @@ class BidirectionalFunction(torch.autograd.Function):
             calls.append(_backward_args(direction, grads[3 * d:3 * d + 3], needs, ctx.batch_sizes, bool(d),
                                         ctx.backend))
         (loops, first), (loops_r, second) = calls
-        if runs_both(loops) and runs_both(loops_r):
+        H, dtype = tensors[1].shape[-1], x.dtype  # c0 (B, H)
+        if runs_both(loops, H, dtype) and runs_both(loops_r, H, dtype):
             outs = backward_both(first, second)
         else:
             outs = (_run_backward(loops, first), _run_backward(loops_r, second))
@@ -309,7 +310,8 @@ def bidirectional_layer(x: Tensor, forward_args: Sequence, reverse_args: Sequenc
     sizes = None if batch_sizes is None else tuple(int(b) for b in batch_sizes)
     tensors = (x, *forward_args, *reverse_args)
     rows = x if sizes is not None else x.flatten(0, 1)  # (N, I)
-    if not runs_both(select(backend, rows, tensors)[1]):
+    H = forward_args[1].shape[-1]  # c0 (B, H)
+    if not runs_both(select(backend, rows, tensors)[1], H, x.dtype):
         return tuple(lstm_layer(x, *args, sizes, reverse, backend)
                      for reverse, args in ((False, forward_args), (True, reverse_args)))
     if records(tensors):

@@ -80,15 +80,18 @@ LOOPS = Loops(forward_loop, backward_loop, forward_input, backward_input)
 
 
 # The two directions of a layer at once: each its own team of half of torch's
-# threads (with two, one each, and no barrier per step), the same arithmetic
-# as one after the other. For calls without variants of the cell (plain
-# weights, no masks), in float32 and float64.
+# threads (with two, one each, and no barrier per step), with the results of
+# one after the other, bit for bit. For calls without variants of the cell
+# (plain weights, no masks), in float32 and float64.
 
-def runs_both(loops: Loops) -> bool:
-    """Whether :func:`forward_both` and :func:`backward_both` run the two directions
-    of a layer for which :func:`~torch_lstm_manual.backends.select` chose ``loops``:
-    these loops, and more than one thread to split."""
-    return loops is LOOPS and torch.get_num_threads() > 1
+def runs_both(loops: Loops, hidden_size: int, dtype: torch.dtype) -> bool:
+    """Whether :func:`forward_both` and :func:`backward_both` run the two
+    directions of a layer of ``hidden_size`` units for which
+    :func:`~torch_lstm_manual.backends.select` chose ``loops``: these loops,
+    more than one thread to split, and loops whose results do not depend on
+    the number of threads they run on (the extension's ``split_free``)."""
+    return (loops is LOOPS and torch.get_num_threads() > 1
+            and loader._ext.split_free(hidden_size, dtype == torch.float32))
 
 
 def _input_args(rows, h0, c0, weights: Weights, masks: Masks, batch_sizes, reverse, save=True):

@@ -34,6 +34,19 @@ inline std::pair<int64_t, int64_t> columns(int64_t n, int tid, int nt) {
   return {lo, std::min(n, lo + chunk)};
 }
 
+// Whether the loops on H units compute the same, bit for bit, on any number
+// of threads up to nt. The products are the same on any split of the columns,
+// but the cell arithmetic of a unit depends on the vector it runs in
+// (cells.cpp): it is the same where every thread's first unit is a multiple
+// of `lanes`, the widest vector of the cell arithmetic.
+inline bool split_free(int64_t H, int nt, int lanes) {
+  const int most = static_cast<int>(std::min<int64_t>(nt, (H + 7) / 8));  // threads_for's most
+  for (int n = 2; n <= most; ++n)
+    for (int tid = 1; tid < n; ++tid)
+      if (columns(H, tid, n).first < H && columns(H, tid, n).first % lanes != 0) return false;
+  return true;
+}
+
 // The threads of the loops started from this thread: at::get_num_threads(),
 // or, inside run_both, this thread's share of them.
 inline thread_local int thread_share = 0;
