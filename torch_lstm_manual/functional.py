@@ -225,14 +225,19 @@ def lstm_layer(
     return _forward(x, rows, h0, c0, weights, masks, sizes, bool(reverse), loops, save=False)[:3]
 
 
-def _direction(x, tensors, batch_sizes, reverse: bool, save: bool) -> tuple:
+def _direction(tensors, batch_sizes, reverse: bool, save: bool) -> tuple:
     """The forward pass arguments ``(rows, h0, c0, weights, masks, sizes,
     reverse, save)`` of one direction without variants, ``tensors`` its
-    ``(h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)``."""
-    h0, c0, *weights = tensors
+    ``(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)``."""
+    x, h0, c0, *weights = tensors
     rows = x if batch_sizes is not None else x.flatten(0, 1)  # (N, I)
     sizes = batch_sizes if batch_sizes is not None else (x.shape[1],) * x.shape[0]
     return rows, h0, c0, Weights(*weights, *(None,) * 5), Masks(None, None, None), sizes, reverse, save
+
+
+# The directions of BidirectionalFunction in the order of its arguments and
+# results: reverse, then forward.
+_DIRECTIONS = (True, False)
 
 
 class BidirectionalFunction(torch.autograd.Function):
@@ -241,55 +246,62 @@ class BidirectionalFunction(torch.autograd.Function):
     (:func:`~torch_lstm_manual.backends.native.forward_both` and
     ``backward_both``); each direction computes what :class:`LSTMFunction` does.
 
-    ``apply(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, h0_r, c0_r, w_ih_r, w_hh_r,
-    b_ih_r, b_hh_r, w_hr_r, batch_sizes, backend)``: :class:`LSTMFunction`'s
-    arguments of the forward direction, then those of the reverse one.
-    Returns ``(y, h_n, c_n, y_r, h_n_r, c_n_r, gates, cs, gates_r, cs_r)``.
+    ``apply(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, x, h0, c0, ..., w_hr,
+    batch_sizes, backend)``: :class:`LSTMFunction`'s first eight arguments for
+    the reverse direction, then for the forward one. Returns ``(y, h_n, c_n,
+    y, h_n, c_n, gates, cs, gates, cs)``, the reverse direction's first.
+
+    Each direction takes ``x`` as an argument of its own, so that autograd adds
+    up its two gradients as it does those of two :class:`LSTMFunction` calls,
+    the later call's (the reverse one's) first; where ``x`` has other uses too,
+    the order of the terms of its gradient is the same.
 
     For calls whose loops :func:`~torch_lstm_manual.backends.native.runs_both`
     (see :func:`bidirectional_layer`). The backward pass runs the two
     directions at once where that holds for it too, else one after the other
-    as :class:`LSTMFunction` does (double backward, torch.func transforms).
+    as two :class:`LSTMFunction` calls do (double backward, torch.func
+    transforms), the reverse one first.
     """
 
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(x, *args):
-        tensors, batch_sizes = args[:14], args[14]
-        results = forward_both(*(_direction(x, tensors[7 * d:7 * d + 7], batch_sizes, bool(d), True) for d in (0, 1)))
-        (y, h_n, c_n, gates, cs, _, _), (y_r, h_n_r, c_n_r, gates_r, cs_r, _, _) = (
-            _outputs(x, batch_sizes, result) for result in results
+    def forward(*args):
+        tensors, batch_sizes = args[:16], args[16]
+        results = forward_both(*(_direction(tensors[8 * d:8 * d + 8], batch_sizes, reverse, True)
+                                 for d, reverse in enumerate(_DIRECTIONS)))
+        (y, h_n, c_n, gates, cs, _, _), (y_f, h_n_f, c_n_f, gates_f, cs_f, _, _) = (
+            _outputs(args[0], batch_sizes, result) for result in results
         )
-        return y, h_n, c_n, y_r, h_n_r, c_n_r, gates, cs, gates_r, cs_r
+        return y, h_n, c_n, y_f, h_n_f, c_n_f, gates, cs, gates_f, cs_f
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         ctx.mark_non_differentiable(*output[6:])
         ctx.set_materialize_grads(False)
-        ctx.save_for_backward(*inputs[:15], output[0], output[3], *output[6:])
-        ctx.batch_sizes, ctx.backend = inputs[15:]
+        ctx.save_for_backward(*inputs[:16], output[0], output[3], *output[6:])
+        ctx.batch_sizes, ctx.backend = inputs[16:]
 
     @staticmethod
     def backward(ctx, *grads):
         saved = ctx.saved_tensors
-        x, tensors, ys, rest = saved[0], saved[1:15], saved[15:17], saved[17:]
-        calls = []
-        for d in (0, 1):
+        H, dtype = saved[2].shape[-1], saved[0].dtype  # c0 (B, H)
+        calls, outs = [], []
+        for d, reverse in enumerate(_DIRECTIONS):
             # LSTMFunction's saved tensors and needs_input_grad of this direction.
-            direction = (x, *tensors[7 * d:7 * d + 7], *(None,) * 8, ys[d], *rest[2 * d:2 * d + 2], None, None)
-            needs = (ctx.needs_input_grad[0], *ctx.needs_input_grad[1 + 7 * d:8 + 7 * d], *(False,) * 5)
-            calls.append(_backward_args(direction, grads[3 * d:3 * d + 3], needs, ctx.batch_sizes, bool(d),
-                                        ctx.backend))
-        (loops, first), (loops_r, second) = calls
-        H, dtype = tensors[1].shape[-1], x.dtype  # c0 (B, H)
-        if runs_both(loops, H, dtype) and runs_both(loops_r, H, dtype):
-            outs = backward_both(first, second)
-        else:
-            outs = (_run_backward(loops, first), _run_backward(loops_r, second))
-        d, d_r = (_input_grads(out, x, args, ctx.batch_sizes)[:8] for out, (_, args) in zip(outs, calls))
-        d_x = d_r[0] if d[0] is None else d[0] if d_r[0] is None else d[0] + d_r[0]
-        return (d_x, *d[1:], *d_r[1:], None, None)
+            tensors, outputs = saved[8 * d:8 * d + 8], (saved[16 + d], *saved[18 + 2 * d:20 + 2 * d])
+            needs = (*ctx.needs_input_grad[8 * d:8 * d + 8], *(False,) * 5)
+            loops, args = _backward_args((*tensors, *(None,) * 8, *outputs, None, None), grads[3 * d:3 * d + 3],
+                                         needs, ctx.batch_sizes, reverse, ctx.backend)
+            calls.append((loops, args))
+            if outs or not runs_both(loops, H, dtype):
+                # One after the other, each direction's pass (recorded, in
+                # double backward) in turn, as LSTMFunction's.
+                outs.extend(_run_backward(*call) for call in calls[len(outs):])
+        if not outs:
+            outs = backward_both(calls[0][1], calls[1][1])
+        d, d_f = (_input_grads(out, saved[0], args, ctx.batch_sizes)[:8] for out, (_, args) in zip(outs, calls))
+        return (*d, *d_f, None, None)
 
 
 BidirectionalFunction.forward.__signature__ = inspect.signature(BidirectionalFunction.forward)
@@ -315,8 +327,8 @@ def bidirectional_layer(x: Tensor, forward_args: Sequence, reverse_args: Sequenc
         return tuple(lstm_layer(x, *args, sizes, reverse, backend)
                      for reverse, args in ((False, forward_args), (True, reverse_args)))
     if records(tensors):
-        out = BidirectionalFunction.apply(*tensors, sizes, backend)
-        return out[:3], out[3:6]
-    results = forward_both(*(_direction(x, args, sizes, reverse, False)
+        out = BidirectionalFunction.apply(x, *reverse_args, x, *forward_args, sizes, backend)
+        return out[3:6], out[:3]
+    results = forward_both(*(_direction((x, *args), sizes, reverse, False)
                              for reverse, args in ((False, forward_args), (True, reverse_args))))
     return tuple(_outputs(x, sizes, result)[:3] for result in results)
