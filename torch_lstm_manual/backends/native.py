@@ -106,7 +106,7 @@ def forward_both(first: tuple, second: tuple):
     return tuple((*result, None, None) for result in results)
 
 
-def _backward_args(grads: Grads, saved: Saved, weights: Weights, masks: Masks, batch_sizes, reverse, needs=ALL):
+def _loop_args(grads: Grads, saved: Saved, weights: Weights, masks: Masks, batch_sizes, reverse, needs=ALL):
     """backward_loop's arguments, as the extension's backward takes them."""
     return (*grads, saved.gates, saved.cs, saved.c0, weights.w_hh, weights.w_hr, _batch_sizes(batch_sizes), bool(reverse))
 
@@ -128,7 +128,7 @@ def backward_both(first: tuple, second: tuple):
             LayerGrads(d_x, None, d_h0, d_c0, (d_w_ih if args[6].w_ih else None), (d_w_hh if args[6].w_hh else None), d_b)
             for (d_x, d_h0, d_c0, d_w_ih, d_w_hh, d_b), args in zip(results, (first, second))
         )
-    results = loader._ext.backward_both(_backward_args(*first), _backward_args(*second))
+    results = loader._ext.backward_both(_loop_args(*first), _loop_args(*second))
     return tuple(backward_and_products(_ran(LoopGrads(d_z, None, d_h, d_h0, d_c0, d_b)), *args)
                  for (d_z, d_h, d_h0, d_c0, d_b), args in zip(results, (first, second)))
 
