@@ -3,10 +3,11 @@ directions of each layer at once and one after the other.
 
     python benchmarks/bidirectional_speed.py [--rounds 15] [--budget 60]
 
-float32 on the CPU at torch's default thread count, native loops. Two shapes:
-one layer at (T, B, I, H) = (200, 64, 128, 128), padded, and the IMDB-like
-classifier of ``cases.py`` (T = 400, packed, B = 64, I = H = 128, two
-bidirectional layers). The variants of a shape run interleaved in one
+float32 on the CPU at torch's default thread count, native loops. Two shapes
+of one layer: (T, B, I, H) = (200, 64, 128, 128), padded, and the LSTM of the
+IMDB model (configs/imdb.yaml: reviews of up to 400 tokens, packed, lengths
+as ``cases.py`` draws them, B = 64, I = H = 128). The variants of a shape run
+interleaved in one
 process, as in ``speed.py``: each round times each of them in turn (as many
 calls as fill 50 ms, after one warm-up call each), starting one further along
 the list every round. "one after the other" is the same module with
@@ -24,6 +25,7 @@ import os
 import statistics
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 
 import torch
 
@@ -34,7 +36,7 @@ import torch_lstm_manual.functional as functional
 
 SHAPES = {
     "(200, 64, 128, 128)": Case(200, 64, 128, 128),
-    "IMDB-like (400 packed, 64, 128, 128, 2 layers)": Case(400, 64, 128, 128, layers=2, bidirectional=True, packed=True),
+    "IMDB model (400 packed, 64, 128, 128)": Case(400, 64, 128, 128, packed=True),
 }
 
 
@@ -52,21 +54,18 @@ def one_after_the_other(on: bool):
 
 
 def variants(case: Case) -> dict:
-    """name -> (step, sequential): a training step of each model."""
+    """name -> (step, one after the other): a training step of each model."""
     x, lengths = make_batch(case)
     out = {}
-    models = [("bidirectional", True)]
-    if not case.bidirectional:
-        models.insert(0, ("unidirectional", False))
-    for name, bidirectional in models:
-        model = make_model(Case(case.T, case.B, case.I, case.H, case.layers, bidirectional, case.packed), "native")
+    for bidirectional in (False, True):
+        model = make_model(replace(case, bidirectional=bidirectional), "native")
         inp = model_input(case, "native", x, lengths, requires_grad=True)
         step = (lambda model, inp: lambda: train_step(model, inp))(model, inp)
         if bidirectional:
             out["bidirectional, at once"] = (step, False)
             out["bidirectional, one after the other"] = (step, True)
         else:
-            out[name] = (step, False)
+            out["unidirectional"] = (step, False)
     return out
 
 
@@ -115,15 +114,12 @@ def main() -> None:
         times, shares = bench(case, args.rounds, args.budget)
         rounds = len(shares)
         print(f"### {label}: {rounds} rounds, others' share of the machine {spread(shares)}\n")
-        print("| variant | ms per step, median (min-max) | ratio |")
+        print("| variant | ms per step, median (min-max) | / unidirectional, median (min-max) |")
         print("|---|---|---|")
-        base = times.get("unidirectional") or times["bidirectional, at once"]
-        base_name = "unidirectional" if "unidirectional" in times else "bidirectional, at once"
         for name, ts in times.items():
-            ratios = [t / b for t, b in zip(ts, base)]
+            ratios = [t / u for t, u in zip(ts, times["unidirectional"])]
             ms = [1e3 * t for t in ts]
-            print(f"| {name} | {statistics.median(ms):.1f} ({min(ms):.1f}-{max(ms):.1f}) | "
-                  f"{spread(ratios)} x {base_name} |")
+            print(f"| {name} | {statistics.median(ms):.1f} ({min(ms):.1f}-{max(ms):.1f}) | {spread(ratios)} |")
         print()
 
 

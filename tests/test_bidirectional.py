@@ -5,8 +5,8 @@ bit for bit, as the two one after the other, and only where that path applies.
 Each test runs a module twice, the two directions at once and (with
 ``runs_both`` off) one after the other, and counts the calls of
 ``forward_both`` and ``backward_both``. With two threads at H = 64 and B = 16
-the loops one after the other run on two threads each (see threads_for in
-native/parallel.h), the two at once on one each.
+the loops one after the other run on two threads each (without a projection;
+see threads_for in native/parallel.h), the two at once on one each.
 """
 
 from __future__ import annotations
