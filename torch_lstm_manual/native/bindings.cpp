@@ -292,10 +292,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("backward_input", &backward_input, "backward with its products: (d_x, d_h0, d_c0, d_w_ih, d_w_hh, d_b)",
         py::call_guard<py::gil_scoped_release>());
   m.def("project", &project, "input projection: rows @ w_ih^T + bias", py::call_guard<py::gil_scoped_release>());
-  // The two directions of a layer at once: each takes two tuples of arguments and returns the two results.
   m.def("split_free", [](int64_t H, bool float32) {
     return split_free(H, available_threads(), float32 && tile_width() > 0 ? tile_width() : 1);
   }, "whether the loops on H units compute the same on any number of threads up to torch's");
+  // The two directions of a layer at once: each takes two tuples of arguments and returns the two results.
   m.def("backward_both", both(&backward), "backward of two directions at once",
         py::call_guard<py::gil_scoped_release>());
   m.def("forward_input_both", both(&forward_input), "forward_input of two directions at once",
