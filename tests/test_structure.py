@@ -102,7 +102,7 @@ def test_core_layers_import_downwards_only():
         ["backends.loops"],
         ["native"],
         ["reference"],
-        ["packing", "layer", "variants"],
+        ["packing", "layer", "variants", "inputs"],
     ]
     rank = {f"{PACKAGE}.{m}": k for k, names in enumerate(layers) for m in names}
     graph = import_graph()

@@ -14,9 +14,23 @@ from torch.nn.utils.rnn import PackedSequence
 
 from .backends import CHOICES as BACKEND_CHOICES
 from .backends import select
-from .functional import lstm_layer
+from .functional import bidirectional_layer, lstm_layer
+from .inputs import autocast_inputs, check_hx, check_input
+from .layer import Weights
 from .variants import (PROBABILITIES, SWITCHES, WEIGHT_FIELDS, LayerMasks, check_probability, check_switch,
                        parameter_shapes, sample_layer_masks)
+
+
+def _plain(weights, masks) -> bool:
+    """Whether layers with these ``weights`` and ``masks`` (one entry per
+    layer and direction) have no variants of the cell: no layer norm, no
+    peepholes, no masks."""
+    return all(Weights._make(w).plain for w in weights) and all(m is None for ms in masks for m in ms)
+
+
+def _layer_args(h0, c0, weights, k) -> tuple:
+    """``(h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)`` of layer and direction ``k``."""
+    return (h0[k], c0[k], *weights[k][:5])
 
 
 def resolve_backend(backend: str, x: Tensor) -> str:
@@ -226,48 +240,6 @@ class LSTM(nn.Module):
     # ------------------------------------------------------------------
     # Forward
 
-    def _check_hx(self, hx, batched: bool, batch: int, x: Tensor):
-        D = 2 if self.bidirectional else 1
-        if not isinstance(hx, (tuple, list)) or len(hx) != 2 or not all(isinstance(t, Tensor) for t in hx):
-            raise TypeError(f"hx must be a tuple (h_0, c_0) of two tensors, got {type(hx).__name__}")
-        h0, c0 = hx
-        want = 3 if batched else 2
-        if h0.dim() != want or c0.dim() != want:
-            kind = "batched 3-D" if batched else "unbatched 2-D"
-            raise RuntimeError(
-                f"For {kind} input, hx and cx should also be {want}-D but got ({h0.dim()}-D, {c0.dim()}-D) tensors"
-            )
-        if not batched:
-            h0, c0 = h0.unsqueeze(1), c0.unsqueeze(1)
-        for i, (t, size) in enumerate(((h0, self.proj_size or self.hidden_size), (c0, self.hidden_size))):
-            expected = (self.num_layers * D, batch, size)
-            if tuple(t.shape) != expected:
-                raise RuntimeError(f"Expected hidden[{i}] size {expected}, got {list(t.shape)}")
-            if t.dtype != x.dtype and not torch.is_autocast_enabled(x.device.type):
-                raise RuntimeError(f"hx[{i}] dtype must match the input dtype {x.dtype}, got {t.dtype}")
-            if t.device != x.device:
-                raise RuntimeError(f"hx[{i}] must be on the input's device {x.device}, got {t.device}")
-        return h0, c0
-
-    def _check_input(self, x: Tensor, packed: bool) -> None:
-        if not isinstance(x, Tensor):
-            raise TypeError(f"input must be a Tensor or a PackedSequence, got {type(x).__name__}")
-        weight = self.weight_ih_l0
-        if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
-            raise ValueError(
-                f"RNN input dtype ({x.dtype}) does not match weight dtype ({weight.dtype}). "
-                f"Convert input: input.to({weight.dtype}), or convert model: model.to({x.dtype})"
-            )
-        want = 2 if packed else 3
-        if x.dim() != want:
-            raise RuntimeError(f"input must have {want} dimensions, got {x.dim()}")
-        if x.size(-1) != self.input_size:
-            raise RuntimeError(
-                f"input.size(-1) must be equal to input_size. Expected {self.input_size}, got {x.size(-1)}"
-            )
-        if x.device != weight.device:
-            raise RuntimeError(f"input must be on the parameters' device {weight.device}, got {x.device}")
-
     def sample_masks(self, input) -> List[LayerMasks]:
         """The masks a forward call on ``input`` (as :meth:`forward` takes it) draws
         in the module's mode: one :class:`~torch_lstm_manual.variants.LayerMasks`
@@ -298,7 +270,7 @@ class LSTM(nn.Module):
         D, H, P = (2 if self.bidirectional else 1), self.hidden_size, self.proj_size or self.hidden_size
         if packed:
             x, batch_sizes, sorted_indices, unsorted_indices = input
-            self._check_input(x, packed=True)
+            check_input(self, x, packed=True)
             sizes = tuple(batch_sizes.tolist())
             if not sizes:
                 raise RuntimeError("Expected sequence length to be larger than 0 in RNN, got batch_sizes of length 0")
@@ -310,7 +282,7 @@ class LSTM(nn.Module):
                 raise ValueError(f"LSTM: Expected input to be 2D or 3D, got {input.dim()}D instead")
             batched = input.dim() == 3
             x = input if batched else input.unsqueeze(1 if not self.batch_first else 0)
-            self._check_input(x, packed=False)
+            check_input(self, x, packed=False)
             if self.batch_first:
                 x = x.transpose(0, 1)  # (T, B, I)
             sizes, sorted_indices, unsorted_indices = None, None, None
@@ -323,7 +295,7 @@ class LSTM(nn.Module):
             h0 = torch.zeros(self.num_layers * D, batch, P, **zeros)
             c0 = torch.zeros(self.num_layers * D, batch, H, **zeros)
         else:
-            h0, c0 = self._check_hx(hx, batched, batch, x)
+            h0, c0 = check_hx(self, hx, batched, batch, x)
             if sorted_indices is not None:
                 h0, c0 = h0.index_select(1, sorted_indices), c0.index_select(1, sorted_indices)
 
@@ -335,7 +307,7 @@ class LSTM(nn.Module):
                              f"got {type(masks).__name__}" + (f" of length {len(masks)}" if isinstance(masks, (list, tuple)) else ""))
         device_type = x.device.type
         if torch.is_autocast_enabled(device_type):
-            x, h0, c0, weights = self._autocast(x, h0, c0, weights, device_type)
+            x, h0, c0, weights = autocast_inputs(self, x, h0, c0, weights, device_type)
         with torch.autocast(device_type, enabled=False):
             out, h_n, c_n = self._run_layers(x, h0, c0, weights, masks, sizes)
 
@@ -349,51 +321,33 @@ class LSTM(nn.Module):
             h_n, c_n = h_n.squeeze(1), c_n.squeeze(1)
         return out, (h_n, c_n)
 
-    def _autocast(self, x, h0, c0, weights, device_type):
-        """Cast as autocast casts the arguments of an op it runs in lower precision
-        (ATen's ``is_eligible``): every floating tensor on the autocast device but
-        a float64 one goes to the autocast dtype. The tensors must then agree, as
-        torch.nn.LSTM's kernels require."""
-        dtype = torch.get_autocast_dtype(device_type)
-
-        def cast(t):
-            eligible = t is not None and t.is_floating_point() and t.dtype != torch.float64 and t.device.type == device_type
-            return t.to(dtype) if eligible else t
-
-        x, h0, c0 = cast(x), cast(h0), cast(c0)
-        weights = [[cast(w) for w in ws] for ws in weights]
-        named = [("hx[0]", h0), ("hx[1]", c0)] + [
-            (name, w) for names, ws in zip(self._layer_names, weights) for name, w in zip(names, ws) if w is not None
-        ]
-        for name, t in named:
-            if t.dtype != x.dtype:
-                raise RuntimeError(
-                    f"Under autocast to {dtype}, which casts every floating tensor but float64 ones, the input "
-                    f"is {x.dtype} and {name} is {t.dtype}: expected one dtype for the input, hx and the parameters"
-                )
-        return x, h0, c0, weights
-
     def _run_layers(self, x, h0, c0, weights, masks, sizes):
         D = 2 if self.bidirectional else 1
         backend = resolve_backend(self.backend, x)
         h_n, c_n = [], []
         for layer in range(self.num_layers):
-            outs = []
-            for direction in range(D):
-                k = layer * D + direction
-                w_ih, w_hh, b_ih, b_hh, w_hr, ln_ih, ln_hh, ln_c, ln_c_bias, peephole = weights[k]
-                mask = LayerMasks(*masks[k])
-                y, h, c = lstm_layer(
-                    x, h0[k], c0[k], w_ih, w_hh, b_ih, b_hh, w_hr, sizes, direction == 1, backend,
-                    layer_norm=None if ln_ih is None else (ln_ih, ln_hh, ln_c, ln_c_bias), peephole=peephole,
-                    weight_hh_mask=mask.weight_hh, recurrent_mask=mask.recurrent, cell_mask=mask.cell,
-                    hidden_mask=mask.hidden,
-                )
-                outs.append(y)
+            ks = range(layer * D, layer * D + D)
+            if D == 2 and _plain([weights[k] for k in ks], [masks[k] for k in ks]):
+                # The two directions at once where the backend can (bidirectional_layer).
+                results = bidirectional_layer(x, *(_layer_args(h0, c0, weights, k) for k in ks), sizes, backend)
+            else:
+                results = [self._layer(x, h0, c0, weights, masks, sizes, backend, k, k % D == 1) for k in ks]
+            for y, h, c in results:
                 h_n.append(h)
                 c_n.append(c)
-            x = outs[0] if D == 1 else torch.cat(outs, -1)  # (T, B, D*P) or (N, D*P)
+            x = results[0][0] if D == 1 else torch.cat([y for y, _, _ in results], -1)  # (T, B, D*P) or (N, D*P)
             if self.dropout and self.training and layer < self.num_layers - 1:
                 x = F.dropout(x, self.dropout, training=True)
         return x, torch.stack(h_n), torch.stack(c_n)
 
+    @staticmethod
+    def _layer(x, h0, c0, weights, masks, sizes, backend, k, reverse):
+        """lstm_layer for layer and direction ``k``: ``(y, h_n, c_n)``."""
+        w_ih, w_hh, b_ih, b_hh, w_hr, ln_ih, ln_hh, ln_c, ln_c_bias, peephole = weights[k]
+        mask = LayerMasks(*masks[k])
+        return lstm_layer(
+            x, h0[k], c0[k], w_ih, w_hh, b_ih, b_hh, w_hr, sizes, reverse, backend,
+            layer_norm=None if ln_ih is None else (ln_ih, ln_hh, ln_c, ln_c_bias), peephole=peephole,
+            weight_hh_mask=mask.weight_hh, recurrent_mask=mask.recurrent, cell_mask=mask.cell,
+            hidden_mask=mask.hidden,
+        )

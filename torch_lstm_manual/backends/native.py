@@ -110,7 +110,7 @@ def backward_input(grads: Grads, saved: Saved, weights: Weights, masks: Masks, b
     if weights.ln_ih is not None:
         loop = backward_loop(grads, saved, weights, masks, batch_sizes, reverse)
         # The products of the recurrent side from the loop's results; those of the input side here.
-        rest = backward_and_products(Loops(None, lambda *args: loop), grads, saved, weights._replace(ln_ih=None),
+        rest = backward_and_products(_ran(loop), grads, saved, weights._replace(ln_ih=None),
                                      masks, batch_sizes, reverse, needs._replace(x=False, w_ih=False, ln_ih=False))
         if not (needs.x or needs.w_ih or needs.ln_ih):
             return rest
@@ -131,3 +131,62 @@ def backward_input(grads: Grads, saved: Saved, weights: Weights, masks: Masks, b
 
 
 LOOPS = Loops(forward_loop, backward_loop, forward_input, backward_input, variants=True)
+
+
+# The two directions of a layer at once: each its own team of half of torch's
+# threads (with two, one each, and no barrier per step), with the results of
+# one after the other, bit for bit. For calls without variants of the cell
+# (plain weights, no masks), in float32 and float64.
+
+def runs_both(loops: Loops, hidden_size: int, dtype: torch.dtype) -> bool:
+    """Whether :func:`forward_both` and :func:`backward_both` run the two
+    directions of a layer of ``hidden_size`` units for which
+    :func:`~torch_lstm_manual.backends.select` chose ``loops``: these loops,
+    more than one thread to split, and loops whose results do not depend on
+    the number of threads they run on (the extension's ``split_free``)."""
+    return (loops is LOOPS and torch.get_num_threads() > 1
+            and loader._ext.split_free(hidden_size, dtype == torch.float32))
+
+
+def _input_args(rows, h0, c0, weights: Weights, masks: Masks, batch_sizes, reverse, save=True):
+    """forward_input's arguments, as the extension's forward_input takes them."""
+    w_ih, w_hh, b_ih, b_hh, w_hr = weights[:5]
+    return (rows, w_ih, input_bias(b_ih, b_hh), h0, c0, w_hh, w_hr, _batch_sizes(batch_sizes), bool(reverse), bool(save))
+
+
+def forward_both(first: tuple, second: tuple):
+    """``(forward_input(*first), forward_input(*second))``, the two at once."""
+    results = loader._ext.forward_input_both(_input_args(*first), _input_args(*second))
+    return tuple((*result, None, None) for result in results)
+
+
+def _loop_args(grads: Grads, saved: Saved, weights: Weights, masks: Masks, batch_sizes, reverse, needs=ALL):
+    """backward_loop's arguments, as the extension's backward takes them."""
+    return (*grads, saved.gates, saved.cs, saved.c0, weights.w_hh, weights.w_hr, _batch_sizes(batch_sizes), bool(reverse))
+
+
+def _fused_args(grads: Grads, saved: Saved, weights: Weights, masks: Masks, batch_sizes, reverse, needs=ALL):
+    """backward_input's arguments, as the extension's backward_input takes them."""
+    gates, cs, c0, h0, rows, y = saved[:6]
+    return (*grads, gates, cs, c0, weights.w_hh, rows, weights.w_ih, y, h0, _batch_sizes(batch_sizes), bool(reverse),
+            needs.x, needs.w_ih or needs.w_hh)
+
+
+def backward_both(first: tuple, second: tuple):
+    """``(backward_input(*first), backward_input(*second))``: the two loops at
+    once, and, where they are not in the loops, the products after them."""
+    saved, weights = first[1], first[2]
+    if loader._ext.fuses_backward(saved.gates, weights.w_hr):
+        results = loader._ext.backward_input_both(_fused_args(*first), _fused_args(*second))
+        return tuple(
+            LayerGrads(d_x, None, d_h0, d_c0, (d_w_ih if args[6].w_ih else None), (d_w_hh if args[6].w_hh else None), d_b)
+            for (d_x, d_h0, d_c0, d_w_ih, d_w_hh, d_b), args in zip(results, (first, second))
+        )
+    results = loader._ext.backward_both(_loop_args(*first), _loop_args(*second))
+    return tuple(backward_and_products(_ran(LoopGrads(d_z, None, d_h, d_h0, d_c0, d_b)), *args)
+                 for (d_z, d_h, d_h0, d_c0, d_b), args in zip(results, (first, second)))
+
+
+def _ran(loop: LoopGrads) -> Loops:
+    """LOOPS whose backward loop has run already: it returns ``loop``."""
+    return LOOPS._replace(backward=lambda *args: loop)

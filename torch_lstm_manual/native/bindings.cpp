@@ -6,6 +6,7 @@
 #include <c10/core/GradMode.h>
 
 #include <algorithm>
+#include <tuple>
 #include <type_traits>
 #include <vector>
 
@@ -183,6 +184,15 @@ std::vector<Tensor> backward_input(const Tensor& d_y_, const Tensor& d_hn_, cons
   return {d_x, d_h0, d_c0, d_w_ih, d_w_hh, d_b};
 }
 
+// `f` on the arguments of the two directions of a layer at once (run_both):
+// (f(*first), f(*second)), each tuple holding the arguments of one call.
+template <typename R, typename... A>
+auto both(R (*f)(A...)) {
+  return [f](const std::tuple<std::decay_t<A>...>& first, const std::tuple<std::decay_t<A>...>& second) {
+    return run_both([&] { return std::apply(f, first); }, [&] { return std::apply(f, second); });
+  };
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -199,4 +209,14 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   bind_variants(m);
   bind_cell_step(m);
   m.def("project", &project, "input projection: rows @ w_ih^T + bias", py::call_guard<py::gil_scoped_release>());
+  m.def("split_free", [](int64_t H, bool float32) {
+    return split_free(H, available_threads(), float32 && tile_width() > 0 ? tile_width() : 1);
+  }, "whether the loops on H units compute the same on any number of threads up to torch's");
+  // The two directions of a layer at once: each takes two tuples of arguments and returns the two results.
+  m.def("backward_both", both(&backward), "backward of two directions at once",
+        py::call_guard<py::gil_scoped_release>());
+  m.def("forward_input_both", both(&forward_input), "forward_input of two directions at once",
+        py::call_guard<py::gil_scoped_release>());
+  m.def("backward_input_both", both(&backward_input), "backward_input of two directions at once",
+        py::call_guard<py::gil_scoped_release>());
 }
