@@ -210,8 +210,8 @@ def lstm_layer(
     if (x.shape[0] if sizes is None else len(sizes)) == 0:
         what = f"x of shape {tuple(x.shape)}" if sizes is None else "batch_sizes ()"
         raise ValueError(f"lstm_layer expects at least one time step, got {what}")
-    ln = check_variants(x, h0, c0, w_hh, w_hr, sizes, layer_norm, peephole, weight_hh_mask, recurrent_mask,
-                        cell_mask, hidden_mask)
+    options = (layer_norm, peephole, weight_hh_mask, recurrent_mask, cell_mask, hidden_mask)
+    ln = (None,) * 4 if all(o is None for o in options) else check_variants(x, h0, c0, w_hh, w_hr, sizes, *options)
     if weight_hh_mask is not None:
         w_hh = w_hh * weight_hh_mask
     tensors = (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, *ln, peephole, recurrent_mask, cell_mask, hidden_mask)

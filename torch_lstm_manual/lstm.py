@@ -17,7 +17,7 @@ from .backends import select
 from .functional import bidirectional_layer, lstm_layer
 from .inputs import autocast_inputs, check_hx, check_input
 from .layer import Weights
-from .variants import (PROBABILITIES, SWITCHES, WEIGHT_FIELDS, LayerMasks, check_probability, check_switch,
+from .variants import (NO_LAYER_MASKS, PROBABILITIES, SWITCHES, WEIGHT_FIELDS, LayerMasks, check_probability, check_switch,
                        parameter_shapes, sample_layer_masks)
 
 
@@ -256,6 +256,9 @@ class LSTM(nn.Module):
 
     def _draw_masks(self, x: Tensor, batch: int) -> List[LayerMasks]:
         """:meth:`sample_masks` for the rows ``x`` ((T, B, I) or (N, I)) of ``batch`` sequences."""
+        drops = self.training and (self.recurrent_dropout or self.weight_drop)
+        if not (drops or self.zoneout_cell or self.zoneout_hidden):  # nothing to draw
+            return [NO_LAYER_MASKS] * (self.num_layers * (2 if self.bidirectional else 1))
         options = {name: getattr(self, name) for name in PROBABILITIES}
         D = 2 if self.bidirectional else 1
         P = self.proj_size or self.hidden_size

@@ -30,6 +30,9 @@ class LayerMasks(NamedTuple):
     hidden: Optional[Tensor] = None  # zoneout d_h: (T, B, P) or (N, P)
 
 
+NO_LAYER_MASKS = LayerMasks()
+
+
 def check_probability(name: str, value) -> float:
     """``value`` as a float, or ValueError naming ``name`` unless it is a number in [0, 1]."""
     if not isinstance(value, numbers.Real) or isinstance(value, bool) or not 0 <= value <= 1:

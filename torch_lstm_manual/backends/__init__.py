@@ -65,6 +65,8 @@ def needs_reference(values) -> bool:
     """
     if torch.compiler.is_compiling():
         return True
+    if torch._C._functorch.maybe_current_level() is None:
+        return False  # no transform is active: no tensor is wrapped by one
     wrapped = torch._C._functorch.is_functorch_wrapped_tensor
     return any(isinstance(v, Tensor) and wrapped(v) for v in values)
 
