@@ -1,5 +1,6 @@
-// The Python bindings of the native loops: argument checks, the output
-// tensors, and the choice of loop driver (loops.h) for the cell kind below.
+// The Python bindings of the native loops of the plain LSTM: their outputs and
+// the choice of loop driver (loops.h) for the cell kind below; the module
+// registers those of variant_bindings.cpp and step_bindings.cpp too.
 
 #include <ATen/ATen.h>
 #include <torch/csrc/utils/pybind.h>

@@ -1,5 +1,5 @@
 // The loops of the LSTM variants (layer norm, peepholes, zoneout, recurrent
-// dropout; any of them, with or without a projection), as bindings.cpp calls
+// dropout; any of them, with or without a projection), as variant_bindings.cpp calls
 // them: the arguments and results of reference.py's forward_loop and
 // backward_loop with their Weights and Masks. The plain LSTM keeps its own
 // drivers (loops.h).
