@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from typing import Callable, NamedTuple, Optional
 
-import torch
 from torch import Tensor
 
 from ..layer import ALL, Grads, Masks, Needs, Saved, Weights
-from ..packing import previous_rows, recurrent_weight_grad, row_sequences
+from ..packing import recurrent_weight_grad, row_sequences
 from ..reference import backward_loop, d_normalize, forward_loop, input_projection, normalize
 
 
@@ -93,12 +92,11 @@ def backward_and_products(loops: Loops, grads: Grads, saved: Saved, weights: Wei
     d_r = d_z if loop.d_r is None else loop.d_r  # (N, G)
     d_w_hh = None
     if needs.w_hh:
-        if masks.recurrent is None:
-            d_w_hh = recurrent_weight_grad(d_r, saved.y, saved.h0, batch_sizes, reverse)  # (G, P)
-        else:
-            prev = previous_rows(batch_sizes, reverse, d_r.device)  # (N,)
-            h_prev = torch.cat([saved.y, saved.h0]).index_select(0, prev)  # (N, P)
-            rec = masks.recurrent.index_select(0, row_sequences(batch_sizes, d_r.device))  # (N, P)
-            d_w_hh = d_r.t().mm(h_prev * rec)  # (G, P)
+        y, h0 = saved.y, saved.h0
+        if masks.recurrent is not None:
+            # Each state enters the next step of its own sequence, under that sequence's mask.
+            y = masks.recurrent.index_select(0, row_sequences(batch_sizes, d_r.device)).mul_(y)  # (N, P)
+            h0 = h0 * masks.recurrent  # (B, P)
+        d_w_hh = recurrent_weight_grad(d_r, y, h0, batch_sizes, reverse)  # (G, P)
     return LayerGrads(d_x, loop.d_h, loop.d_h0, loop.d_c0, d_w_ih, d_w_hh, loop.d_b, d_ln_ih, loop.d_ln_hh,
                       loop.d_ln_c, loop.d_ln_c_bias, loop.d_peephole)

@@ -114,7 +114,8 @@ def backward_input(grads: Grads, saved: Saved, weights: Weights, masks: Masks, b
                                      masks, batch_sizes, reverse, needs._replace(x=False, w_ih=False, ln_ih=False))
         if not (needs.x or needs.w_ih or needs.ln_ih):
             return rest
-        d_xw, d_ln_ih = loader._ext.d_project_norm(loop.d_z, saved.rows, weights.w_ih, weights.ln_ih)  # (N, G), (G,)
+        d_z, loop = loop.d_z, None  # d_r (N, G) is freed before d_project_norm's (N, G) result exists
+        d_xw, d_ln_ih = loader._ext.d_project_norm(d_z, saved.rows, weights.w_ih, weights.ln_ih)  # (N, G), (G,)
         d_x = d_xw.mm(weights.w_ih) if needs.x else None  # (N, I)
         d_w_ih = d_xw.t().mm(saved.rows) if needs.w_ih else None  # (G, I)
         return rest._replace(d_x=d_x, d_w_ih=d_w_ih, d_ln_ih=d_ln_ih)
