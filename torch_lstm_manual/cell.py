@@ -9,7 +9,6 @@ the same step in one compiled call per pass. Nothing here computes an LSTM step 
 
 from __future__ import annotations
 
-import math
 from typing import Optional, Tuple
 
 import torch
@@ -19,8 +18,13 @@ from .backends import CHOICES as BACKEND_CHOICES
 from .backends import select
 from .cell_function import lstm_cell
 from .functional import lstm_layer
-from .variants import (WEIGHT_FIELDS, LayerMasks, check_probability, check_switch, parameter_shapes,
+from .variants import (WEIGHT_FIELDS, LayerMasks, check_probability, check_switch, init_parameters, parameter_shapes,
                        sample_layer_masks)
+
+
+# The variant options a cell takes (those of LSTM that make sense for one step).
+CELL_SWITCHES = ("layer_norm", "peepholes")
+CELL_PROBABILITIES = ("zoneout_cell", "zoneout_hidden")
 
 
 class LSTMCell(nn.Module):
@@ -105,12 +109,7 @@ class LSTMCell(nn.Module):
     def reset_parameters(self) -> None:
         """Every weight and bias from U(-1/sqrt(H), 1/sqrt(H)), as ``torch.nn.LSTMCell``,
         the peephole weights too; layer norm gains ones and biases zeros."""
-        bound = 1.0 / math.sqrt(self.hidden_size)
-        for name, weight in self.named_parameters():
-            if name.startswith("layer_norm_"):
-                nn.init.zeros_(weight) if name.endswith("_bias") else nn.init.ones_(weight)
-            else:
-                nn.init.uniform_(weight, -bound, bound)
+        init_parameters(self.named_parameters(), self.hidden_size)
 
     @property
     def _variant(self) -> bool:
@@ -122,7 +121,7 @@ class LSTMCell(nn.Module):
             s += f", bias={self.bias}"
         if self.backend != "auto":
             s += f", backend={self.backend!r}"
-        for name in ("layer_norm", "peepholes", "zoneout_cell", "zoneout_hidden"):
+        for name in CELL_SWITCHES + CELL_PROBABILITIES:
             if getattr(self, name):
                 s += f", {name}={getattr(self, name)!r}"
         return s
@@ -131,9 +130,9 @@ class LSTMCell(nn.Module):
         super().__setstate__(state)
         self.__dict__.setdefault("_backends", {})
         # Cells pickled before the variants had none.
-        for name in ("layer_norm", "peepholes"):
+        for name in CELL_SWITCHES:
             self.__dict__.setdefault(name, False)
-        for name in ("zoneout_cell", "zoneout_hidden"):
+        for name in CELL_PROBABILITIES:
             self.__dict__.setdefault(name, 0.0)
 
     # ------------------------------------------------------------------
@@ -155,7 +154,7 @@ class LSTMCell(nn.Module):
         """A ``torch.nn.LSTMCell`` holding the same Parameter objects, device, dtype and mode;
         RuntimeError for a cell with a variant, which ``torch.nn.LSTMCell`` cannot express."""
         if self._variant:
-            options = [n for n in ("layer_norm", "peepholes", "zoneout_cell", "zoneout_hidden") if getattr(self, n)]
+            options = [n for n in CELL_SWITCHES + CELL_PROBABILITIES if getattr(self, n)]
             raise RuntimeError(f"torch.nn.LSTMCell cannot express this LSTMCell's {', '.join(options)}")
         cell = nn.LSTMCell(self.input_size, self.hidden_size, self.bias, device="meta", dtype=self.weight_ih.dtype)
         for name, param in self.named_parameters(recurse=False):

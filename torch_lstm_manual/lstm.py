@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import numbers
 import warnings
 from typing import List, Optional, Tuple
@@ -18,7 +17,7 @@ from .functional import bidirectional_layer, lstm_layer
 from .inputs import autocast_inputs, check_hx, check_input
 from .layer import Weights
 from .variants import (NO_LAYER_MASKS, PROBABILITIES, SWITCHES, WEIGHT_FIELDS, LayerMasks, check_probability, check_switch,
-                       parameter_shapes, sample_layer_masks)
+                       init_parameters, parameter_shapes, sample_layer_masks)
 
 
 def _plain(weights, masks) -> bool:
@@ -160,12 +159,7 @@ class LSTM(nn.Module):
     def reset_parameters(self) -> None:
         """Every weight and bias from U(-1/sqrt(H), 1/sqrt(H)), as ``torch.nn.LSTM``,
         the peephole weights too; layer norm gains ones and biases zeros."""
-        bound = 1.0 / math.sqrt(self.hidden_size)
-        for name, weight in self.named_parameters():
-            if name.startswith("layer_norm_"):
-                nn.init.zeros_(weight) if "_bias_" in name else nn.init.ones_(weight)
-            else:
-                nn.init.uniform_(weight, -bound, bound)
+        init_parameters(self.named_parameters(), self.hidden_size)
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"

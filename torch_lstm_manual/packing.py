@@ -33,6 +33,15 @@ def make_steps(batch_sizes: Sequence[int], reverse: bool) -> Steps:
     return Steps(order, tuple(offsets), sizes)
 
 
+def _rows_by_step(batch_sizes: Sequence[int], device):
+    """``(bs, offsets, step, row)``: the rows of each step (T,), the first row of
+    each step (T,), and of every row its step and its place in the step (N,)."""
+    bs = torch.tensor(batch_sizes, dtype=torch.long, device=device)  # (T,)
+    offsets = torch.cumsum(bs, 0) - bs  # (T,)
+    step = torch.repeat_interleave(torch.arange(len(batch_sizes), device=device), bs)  # (N,)
+    return bs, offsets, step, torch.arange(step.shape[0], device=device) - offsets[step]
+
+
 def previous_rows(batch_sizes: Sequence[int], reverse: bool, device) -> Tensor:
     """Index of the row holding each row's previous state, in ``cat([Y, init])``.
 
@@ -41,10 +50,7 @@ def previous_rows(batch_sizes: Sequence[int], reverse: bool, device) -> Tensor:
     else it starts from the initial state, row ``N + r``.
     """
     T, N = len(batch_sizes), sum(batch_sizes)
-    bs = torch.tensor(batch_sizes, dtype=torch.long, device=device)  # (T,)
-    offsets = torch.cumsum(bs, 0) - bs  # (T,)
-    step = torch.repeat_interleave(torch.arange(T, device=device), bs)  # (N,)
-    row = torch.arange(N, device=device) - offsets[step]  # (N,)
+    bs, offsets, step, row = _rows_by_step(batch_sizes, device)
     prev = step + 1 if reverse else step - 1  # (N,)
     inside = (prev >= 0) & (prev < T)
     prev = prev.clamp(0, T - 1)
@@ -54,10 +60,7 @@ def previous_rows(batch_sizes: Sequence[int], reverse: bool, device) -> Tensor:
 
 def row_sequences(batch_sizes: Sequence[int], device) -> Tensor:
     """The sequence (batch index) of every row, (N,): row ``r`` of a step is sequence ``r``."""
-    bs = torch.tensor(batch_sizes, dtype=torch.long, device=device)  # (T,)
-    offsets = torch.cumsum(bs, 0) - bs  # (T,)
-    step = torch.repeat_interleave(torch.arange(len(batch_sizes), device=device), bs)  # (N,)
-    return torch.arange(int(bs.sum()), device=device) - offsets[step]  # (N,)
+    return _rows_by_step(batch_sizes, device)[3]
 
 
 def resize(state: Tensor, n: int, init: Tensor, finished: list) -> Tensor:

@@ -9,10 +9,11 @@ arguments of :func:`~torch_lstm_manual.functional.lstm_layer`.
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import NamedTuple, Optional, Sequence
 
-from torch import Tensor
+from torch import Tensor, nn
 
 # The probabilities a module takes, by keyword: the share of units dropped
 # (recurrent_dropout, weight_drop) or kept from the step before (zoneout).
@@ -62,6 +63,18 @@ def parameter_shapes(layer_norm: bool, peepholes: bool, hidden_size: int) -> dic
 # The fields of Weights after w_hr, and the parameter name prefix of each.
 WEIGHT_FIELDS = (("ln_ih", "layer_norm_ih_weight"), ("ln_hh", "layer_norm_hh_weight"), ("ln_c", "layer_norm_c_weight"),
                  ("ln_c_bias", "layer_norm_c_bias"), ("peephole", "peephole"))
+
+
+def init_parameters(named_parameters, hidden_size: int) -> None:
+    """Initialise an LSTM's or a cell's parameters: every weight and bias from
+    U(-1/sqrt(H), 1/sqrt(H)), as torch.nn.LSTM does, the peephole weights too;
+    the layer norm gains to ones and its biases to zeros."""
+    bound = 1.0 / math.sqrt(hidden_size)
+    for name, weight in named_parameters:
+        if name.startswith("layer_norm_"):
+            nn.init.zeros_(weight) if "_bias" in name else nn.init.ones_(weight)
+        else:
+            nn.init.uniform_(weight, -bound, bound)
 
 
 def dropout_mask(shape, p: float, like: Tensor) -> Tensor:
