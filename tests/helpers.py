@@ -9,6 +9,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from torch_lstm_manual import LSTM
+from torch_lstm_manual.reference import cell_forward, input_projection
 
 DEVICES = [
     "cpu",
@@ -142,3 +143,13 @@ def run_cell_step(step, tensors, wanted, which=("h", "c")):
                for name, s in (("h", h), ("c", c)) if name in which)
     grads = torch.autograd.grad(loss, [leaves[k] for k in wanted])
     return [h.detach(), c.detach(), *grads]
+
+
+def reference_cell_step(x, h0, c0, w_ih, w_hh, b_ih, b_hh):
+    """The reference step (reference.cell_forward), differentiated by autograd."""
+    h, c, _ = cell_forward(input_projection(x, w_ih, b_ih, b_hh), h0, c0, w_hh, None)
+    return h, c
+
+
+# (bias, inputs of a cell step asking for a gradient): each input alone, then all of them.
+CELL_GRAD_CASES = [(bias, w) for bias, n in ((True, 7), (False, 5)) for w in [(k,) for k in range(n)] + [tuple(range(n))]]

@@ -8,10 +8,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers import assert_all_close, available_backends, cell_step_inputs, run_cell_step
+from helpers import CELL_GRAD_CASES, assert_all_close, available_backends, cell_step_inputs, reference_cell_step, run_cell_step
 from torch_lstm_manual import LSTMCell, LSTMFunction
 from torch_lstm_manual.cell_function import LSTMCellFunction, lstm_cell
-from torch_lstm_manual.reference import cell_forward, input_projection
 
 BACKENDS = available_backends()
 I, H, B = 3, 5, 4
@@ -40,14 +39,8 @@ def sequence(backend):
     return step
 
 
-def reference(x, h0, c0, w_ih, w_hh, b_ih, b_hh):
-    """The reference step, differentiated by autograd."""
-    h, c, _ = cell_forward(input_projection(x, w_ih, b_ih, b_hh), h0, c0, w_hh, None)
-    return h, c
-
-
-# (bias, inputs asking for a gradient): each input alone, then all of them.
-CASES = [(bias, w) for bias, n in ((True, 7), (False, 5)) for w in [(k,) for k in range(n)] + [tuple(range(n))]]
+reference = reference_cell_step
+CASES = CELL_GRAD_CASES
 
 
 @pytest.mark.parametrize(

@@ -9,10 +9,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers import assert_all_close, cell_step_inputs, needs_native, run_cell_step
+from helpers import CELL_GRAD_CASES, assert_all_close, cell_step_inputs, needs_native, reference_cell_step, run_cell_step
 from torch_lstm_manual import LSTMCell
 from torch_lstm_manual.cell_function import NativeLSTMCellFunction, lstm_cell
-from torch_lstm_manual.reference import cell_forward, input_projection
 
 pytestmark = needs_native
 
@@ -32,13 +31,8 @@ def native(*tensors):
     return h, c
 
 
-def reference(x, h0, c0, w_ih, w_hh, b_ih, b_hh):
-    """The reference step, differentiated by autograd."""
-    h, c, _ = cell_forward(input_projection(x, w_ih, b_ih, b_hh), h0, c0, w_hh, None)
-    return h, c
-
-
-CASES = [(bias, w) for bias, n in ((True, 7), (False, 5)) for w in [(k,) for k in range(n)] + [tuple(range(n))]]
+reference = reference_cell_step
+CASES = CELL_GRAD_CASES
 
 
 @pytest.mark.parametrize(

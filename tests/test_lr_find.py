@@ -5,7 +5,6 @@ import re
 import sys
 from contextlib import redirect_stdout
 from io import StringIO
-from pathlib import Path
 from unittest import mock
 
 import matplotlib.image
