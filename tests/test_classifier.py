@@ -5,9 +5,10 @@ import math
 import lightning.pytorch as pl
 import pytest
 import torch
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from torch.utils.data import DataLoader, TensorDataset
 
-from torch_lstm_manual.sentiment.classifier import SentimentClassifier, warmup_cosine
+from torch_lstm_manual.sentiment.classifier import SentimentClassifier, packed_max, warmup_cosine
 
 VOCAB = 50
 
@@ -79,6 +80,34 @@ def test_pooling_over_each_reviews_own_steps(pooling):
         out, _ = model.lstm(model.embedding(tokens[row : row + 1, : lengths[row]]))  # (1, L, 16)
         expected.append(out.amax(1) if pooling == "max" else out.mean(1))
     torch.testing.assert_close(model(tokens, lengths), model.head(torch.cat(expected)))
+
+
+def test_packed_max_matches_amax_values_and_gradients():
+    """``packed_max`` against ``amax`` over the padded steps (padding -inf), in the batch's own order:
+    the same maxima, and, without ties, the same gradient of the packed rows."""
+    torch.manual_seed(0)
+    lengths = torch.tensor([3, 7, 1, 5])
+    padded = torch.randn(4, 7, 6, dtype=torch.float64)
+    packed = pack_padded_sequence(padded, lengths, batch_first=True, enforce_sorted=False)
+    data = packed.data.clone().requires_grad_()
+    upstream = torch.randn(4, 6, dtype=torch.float64)
+    ours = packed_max(packed._replace(data=data))
+    (ours_grad,) = torch.autograd.grad(ours, data, upstream)
+    steps, _ = pad_packed_sequence(packed._replace(data=data), batch_first=True, padding_value=float("-inf"))
+    expected = steps.amax(dim=1)
+    (expected_grad,) = torch.autograd.grad(expected, data, upstream)
+    torch.testing.assert_close(ours, expected, rtol=0, atol=0)
+    torch.testing.assert_close(ours_grad, expected_grad, rtol=0, atol=0)
+    for row in range(4):  # and the maxima of each sequence alone
+        torch.testing.assert_close(ours[row], padded[row, : lengths[row]].amax(0), rtol=0, atol=0)
+
+
+def test_packed_max_gives_a_tie_to_the_first_step():
+    data = torch.tensor([[1.0], [2.0], [2.0]], requires_grad=True)  # one sequence of 3 steps, max at steps 1, 2
+    packed = pack_padded_sequence(data.unsqueeze(0), torch.tensor([3]), batch_first=True)
+    out = packed_max(packed)
+    out.sum().backward()
+    assert out.item() == 2.0 and data.grad.flatten().tolist() == [0.0, 1.0, 0.0]
 
 
 def test_padding_would_matter_without_packing():
@@ -236,3 +265,28 @@ def test_warmup_cosine_values():
     assert [warmup_cosine(s, 10, 0) for s in (0, 5, 10)] == pytest.approx([1.0, 0.5, 0.0])
     assert warmup_cosine(0, 10, 4) == pytest.approx(0.25)
     assert warmup_cosine(7, 10, 4) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_optimizer_is_fused_and_steps_as_the_plain_one(optimizer):
+    """On the CPU the model's optimizer is torch's fused implementation, whose steps
+    match the plain one's (float64, three steps)."""
+    torch.manual_seed(0)
+    model = SentimentClassifier(VOCAB, embedding_dim=6, hidden_size=8, optimizer=optimizer, momentum=0.9,
+                                weight_decay=0.01, head_dropout=0.0).double()
+    twin = SentimentClassifier(VOCAB, embedding_dim=6, hidden_size=8, head_dropout=0.0).double()
+    twin.load_state_dict(model.state_dict())
+    fused = model.configure_optimizers()
+    assert fused.defaults["fused"] is True
+    plain_class = torch.optim.AdamW if optimizer == "adamw" else torch.optim.SGD
+    extra = {} if optimizer == "adamw" else {"momentum": 0.9}
+    plain = plain_class(twin.parameters(), lr=model.hparams.lr, weight_decay=0.01, foreach=False, **extra)
+    tokens, lengths = make_batch([4, 7, 2])
+    labels = torch.tensor([0, 1, 1])
+    for _ in range(3):
+        for net, opt in ((model, fused), (twin, plain)):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(net(tokens, lengths), labels).backward()
+            opt.step()
+    for (name, a), b in zip(model.state_dict().items(), twin.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)

@@ -4,6 +4,7 @@ import pickle
 import runpy
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from unittest import mock
 
 import matplotlib.image
@@ -11,6 +12,7 @@ import pytest
 import torch
 import yaml
 
+from torch_lstm_manual.sentiment.callbacks import PlotMetrics, read_history
 from torch_lstm_manual.sentiment.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,9 +78,16 @@ def test_fit_then_test_and_artifacts(straight_run, capsys):
     (plotter,) = [c for c in trainer.callbacks if type(c).__name__ == "PlotMetrics"]
     assert sorted(plotter.history) == [0, 1]
     for row in plotter.history.values():
-        assert set(row) == {"train_loss", "train_acc", "val_loss", "val_acc"}
+        assert set(row) == {"train_loss", "train_acc", "val_loss", "val_acc", "minutes"}
     best_val = max(row["val_acc"] for row in plotter.history.values())
     assert float(trainer.checkpoint_callback.best_model_score) == pytest.approx(best_val)
+    # The same history as a CSV file, epochs counted from 1, the training minutes growing.
+    rows = read_history(run_dir / "metrics.csv")
+    assert [row["epoch"] for row in rows] == [1, 2]
+    for row, epoch in zip(rows, (0, 1)):
+        assert row == pytest.approx({"epoch": epoch + 1, **plotter.history[epoch]}, rel=1e-5)
+    assert 0 < rows[0]["minutes"] < rows[1]["minutes"] <= plotter.minutes()  # the whole fit: a little more
+    assert not list(run_dir.glob(".metrics.csv.*"))
 
 
 def test_summary_is_printed(tmp_path, capsys):
@@ -128,6 +137,21 @@ def test_resume_from_last_repeats_the_straight_run(straight_run, tmp_path):
     assert_same_weights(weights(tmp_path / last), weights(root / last))
     (plotter,) = [c for c in resumed.trainer.callbacks if type(c).__name__ == "PlotMetrics"]
     assert sorted(plotter.history) == [0, 1]  # the plot keeps the epoch before the restart
+    assert plotter.history[1]["minutes"] > plotter.history[0]["minutes"]
+
+
+def test_training_clock_goes_on_from_the_checkpoint(tmp_path):
+    """A resumed fit counts its minutes from those its checkpoint recorded, never from zero."""
+    plotter = PlotMetrics()
+    plotter.load_state_dict({"history": {0: {"val_acc": 0.5, "minutes": 5.0}, 1: {"val_acc": 0.6, "minutes": 7.5}}})
+    trainer = SimpleNamespace(log_dir=str(tmp_path), default_root_dir=str(tmp_path), is_global_zero=True)
+    with mock.patch("torch_lstm_manual.sentiment.callbacks.time.monotonic", return_value=100.0):
+        plotter.on_fit_start(trainer, None)
+        assert plotter.minutes() == 7.5
+    with mock.patch("torch_lstm_manual.sentiment.callbacks.time.monotonic", return_value=130.0):
+        assert plotter.minutes() == 8.0
+        plotter.on_fit_end(trainer, None)
+    assert plotter.minutes() == 8.0  # stopped with the fit
 
 
 def test_overrides(tmp_path):

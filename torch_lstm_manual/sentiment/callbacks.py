@@ -9,6 +9,7 @@ import os
 import random
 import re
 import tempfile
+import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -28,11 +29,18 @@ def _scalar(value: Any) -> float | None:
 
 class PlotMetrics(Callback):
     """Writes a PNG of the loss and accuracy per epoch, train and validation, into
-    the run's log folder after every validation and training epoch (rank 0 only).
+    the run's log folder after every validation and training epoch (rank 0 only),
+    and the same history as a CSV file next to it (``metrics.csv`` for ``metrics.png``).
+
+    Each epoch's row also holds ``minutes``: the training time, by the wall clock,
+    from the start of fitting to the end of that epoch's validation (or of its
+    training, without validation). A resumed run goes on counting from the minutes
+    its checkpoint recorded, so the time spent between the kill and the restart is
+    not counted.
 
     The history is part of the checkpoint, so a resumed run plots every epoch.
-    The file is written under a temporary name (``.<filename>.<random>.tmp``) and
-    renamed, so a reader never sees half a PNG; the temporaries that a killed run
+    Each file is written under a temporary name (``.<filename>.<random>.tmp``) and
+    renamed, so a reader never sees half a file; the temporaries that a killed run
     left in the folder are removed when fitting starts there again.
 
     Args:
@@ -45,6 +53,14 @@ class PlotMetrics(Callback):
         self.filename = filename
         self.history: dict[int, dict[str, float]] = {}  # epoch -> metric name -> value
         self.path: Path | None = None
+        self._clock_start: float | None = None  # time.monotonic() at the start of this fit
+        self._minutes_before = 0.0  # the training minutes of the run before this fit resumed it
+
+    def minutes(self) -> float:
+        """The training minutes of the run so far (0 before fitting starts)."""
+        if self._clock_start is None:
+            return self._minutes_before
+        return self._minutes_before + (time.monotonic() - self._clock_start) / 60
 
     # -- collection ---------------------------------------------------------
 
@@ -56,20 +72,29 @@ class PlotMetrics(Callback):
                 row[name] = value
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # The checkpoint's state, restored before this hook, holds the minutes of the run so far.
+        self._minutes_before = max((row.get("minutes", 0.0) for row in self.history.values()), default=0.0)
+        self._clock_start = time.monotonic()
         folder = self.plot_path(trainer).parent  # trainer.log_dir: a collective call under DDP, on every rank
         if trainer.is_global_zero:
-            for stale in folder.glob(f"{glob_escape(temporary_prefix(self.filename))}*.tmp"):
-                stale.unlink(missing_ok=True)
+            for name in (self.filename, self.csv_path(trainer).name):
+                for stale in folder.glob(f"{glob_escape(temporary_prefix(name))}*.tmp"):
+                    stale.unlink(missing_ok=True)
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._minutes_before, self._clock_start = self.minutes(), None
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":
             return
         self._record(trainer, ("val_loss", "val_acc"))
+        self.history[trainer.current_epoch]["minutes"] = self.minutes()
         self.plot(trainer)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # Lightning computes the epoch's train metrics before this hook, after validation.
         self._record(trainer, ("train_loss", "train_acc"))
+        self.history[trainer.current_epoch].setdefault("minutes", self.minutes())
         self.plot(trainer)
 
     def state_dict(self) -> dict[str, Any]:
@@ -86,12 +111,16 @@ class PlotMetrics(Callback):
     def plot_path(self, trainer: Trainer) -> Path:
         return Path(trainer.log_dir or trainer.default_root_dir) / self.filename
 
+    def csv_path(self, trainer: Trainer) -> Path:
+        return self.plot_path(trainer).with_suffix(".csv")
+
     def plot(self, trainer: Trainer) -> None:
-        """Draws the history into ``plot_path(trainer)`` (on rank 0)."""
+        """Draws the history into ``plot_path(trainer)`` and writes it to ``csv_path(trainer)`` (on rank 0)."""
         path = self.plot_path(trainer)
         self.path = path
         if trainer.is_global_zero and self.history:
             write_plot(self.history, path)
+            write_history(self.history, self.csv_path(trainer))
 
 
 def temporary_prefix(filename: str) -> str:
@@ -102,6 +131,36 @@ def temporary_prefix(filename: str) -> str:
 def glob_escape(text: str) -> str:
     """``text`` as a literal in a ``Path.glob`` pattern."""
     return re.sub(r"([*?\[])", r"[\1]", text)
+
+
+HISTORY_COLUMNS = ("epoch", "minutes", "train_loss", "train_acc", "val_loss", "val_acc")
+
+
+def write_history(history: dict[int, dict[str, float]], path: str | os.PathLike) -> None:
+    """Saves ``history`` (epoch -> metric -> value) as a CSV file at ``path``, atomically:
+    one row per epoch (counted from 1), the columns of ``HISTORY_COLUMNS``, empty where
+    a value is missing."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=temporary_prefix(path.name), suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", newline="", encoding="utf-8") as file:
+            writer = csv.writer(file)
+            writer.writerow(HISTORY_COLUMNS)
+            for epoch in sorted(history):
+                row = history[epoch]
+                writer.writerow([epoch + 1] + [f"{row[key]:.6g}" if key in row else "" for key in HISTORY_COLUMNS[1:]])
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
+def read_history(path: str | os.PathLike) -> list[dict[str, float]]:
+    """The rows of a CSV file that ``write_history`` wrote, as dicts of the values present."""
+    with open(path, newline="", encoding="utf-8") as file:
+        return [{key: float(value) for key, value in row.items() if value not in ("", None)}
+                for row in csv.DictReader(file)]
 
 
 def write_plot(history: dict[int, dict[str, float]], path: str | os.PathLike) -> None:
@@ -228,6 +287,9 @@ class RunSummary(Callback):
         checkpoint = trainer.checkpoint_callback
         if isinstance(checkpoint, ModelCheckpoint) and checkpoint.monitor and checkpoint.best_model_score is not None:
             lines.append(f"best {checkpoint.monitor}: {float(checkpoint.best_model_score):.4f}")
+        for callback in trainer.callbacks:
+            if isinstance(callback, PlotMetrics):
+                lines.append(f"training minutes: {callback.minutes():.2f}")
         self._print("fit", trainer, lines)
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
