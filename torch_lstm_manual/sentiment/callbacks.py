@@ -5,10 +5,10 @@ makes a resumed run repeat a straight one."""
 from __future__ import annotations
 
 import csv
+import io
 import os
 import random
 import re
-import tempfile
 import time
 import zlib
 from pathlib import Path
@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
+
+from .data.storage import atomic_write, atomic_write_text
 
 CURVES = (("loss", "train_loss", "val_loss"), ("accuracy", "train_acc", "val_acc"))
 
@@ -140,20 +142,13 @@ def write_history(history: dict[int, dict[str, float]], path: str | os.PathLike)
     """Saves ``history`` (epoch -> metric -> value) as a CSV file at ``path``, atomically:
     one row per epoch (counted from 1), the columns of ``HISTORY_COLUMNS``, empty where
     a value is missing."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=temporary_prefix(path.name), suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", newline="", encoding="utf-8") as file:
-            writer = csv.writer(file)
-            writer.writerow(HISTORY_COLUMNS)
-            for epoch in sorted(history):
-                row = history[epoch]
-                writer.writerow([epoch + 1] + [f"{row[key]:.6g}" if key in row else "" for key in HISTORY_COLUMNS[1:]])
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(HISTORY_COLUMNS)
+    for epoch in sorted(history):
+        row = history[epoch]
+        writer.writerow([epoch + 1] + [f"{row[key]:.6g}" if key in row else "" for key in HISTORY_COLUMNS[1:]])
+    atomic_write_text(path, text.getvalue())
 
 
 def read_history(path: str | os.PathLike) -> list[dict[str, float]]:
@@ -186,14 +181,7 @@ def write_plot(history: dict[int, dict[str, float]], path: str | os.PathLike) ->
         axes.grid(True, alpha=0.3)
         if axes.has_data():
             axes.legend()
-    handle, temporary = tempfile.mkstemp(prefix=temporary_prefix(path.name), suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            figure.savefig(file, format="png", dpi=100)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    atomic_write(path, lambda file: figure.savefig(file, format="png", dpi=100))
 
 
 class BestCheckpoints(ModelCheckpoint):

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
-from .callbacks import read_history, temporary_prefix
+from .callbacks import read_history
+from .data.storage import atomic_write
 
 
 def history_file(path: str | os.PathLike) -> Path:
@@ -82,14 +82,7 @@ def plot(runs: dict[str, list[tuple[float, float]]], path: str | os.PathLike, ti
         axes.set_title(title)
     axes.grid(True, alpha=0.3)
     axes.legend()
-    handle, temporary = tempfile.mkstemp(prefix=temporary_prefix(path.name), suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            figure.savefig(file, format="png", dpi=100)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    atomic_write(path, lambda file: figure.savefig(file, format="png", dpi=100))
 
 
 def parse_run(text: str) -> tuple[str, str]:

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import yaml
 
-from .data.storage import _atomic_write, atomic_write_text
+from .data.storage import atomic_write, atomic_write_text
 
 MODES = ("exponential", "linear")
 # Lightning's suggestion drops the first 10 and the last recorded loss, and needs two more.
@@ -119,7 +119,7 @@ def write_lr_plot(finder: Any, suggestion: float, path: str | os.PathLike, title
     axes.set_title(title or "learning-rate range test")
     axes.grid(True, which="both", alpha=0.3)
     axes.legend()
-    return _atomic_write(path, lambda handle: figure.savefig(handle, format="png", dpi=100))
+    return atomic_write(path, lambda handle: figure.savefig(handle, format="png", dpi=100))
 
 
 def write_config_with_lr(config: dict, lr: float, path: str | os.PathLike) -> Path:

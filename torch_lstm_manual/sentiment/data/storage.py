@@ -18,7 +18,7 @@ from typing import Any, Callable, IO
 import torch
 
 
-def _atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
     """Runs ``write`` on a temporary file next to ``path``, then renames it to ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -38,12 +38,12 @@ def _atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Writes ``text`` as UTF-8 to ``path`` atomically (temporary name, then ``os.replace``)."""
-    return _atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+    return atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
 def atomic_torch_save(path: str | os.PathLike, obj: Any) -> Path:
     """``torch.save(obj)`` to ``path`` atomically (temporary name, then ``os.replace``)."""
-    return _atomic_write(path, lambda handle: torch.save(obj, handle))
+    return atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
 def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
