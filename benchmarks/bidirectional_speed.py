@@ -16,6 +16,11 @@ bidirectional layer took before the directions ran at once. Ratios are taken
 within a round; the table gives medians and ranges (min-max) over the rounds,
 and the share of the machine other processes took during the rounds (from
 /proc/stat, as ``speed.py`` measures it).
+
+"unidirectional, one thread" is the unidirectional step with torch set to one
+thread: with two threads, the directions at once run one on each thread, so a
+bidirectional step costs at least that much, and its ratio to the unidirectional
+step bounds what running the directions at once can reach on two cores.
 """
 
 from __future__ import annotations
@@ -53,6 +58,18 @@ def one_after_the_other(on: bool):
             functional.runs_both = runs_both
 
 
+def on_one_thread(step):
+    """``step`` run with torch (and so the native loops) on one thread."""
+    def run():
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            step()
+        finally:
+            torch.set_num_threads(threads)
+    return run
+
+
 def variants(case: Case) -> dict:
     """name -> (step, one after the other): a training step of each model."""
     x, lengths = make_batch(case)
@@ -66,6 +83,7 @@ def variants(case: Case) -> dict:
             out["bidirectional, one after the other"] = (step, True)
         else:
             out["unidirectional"] = (step, False)
+            out["unidirectional, one thread"] = (on_one_thread(step), False)
     return out
 
 
