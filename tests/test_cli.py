@@ -191,8 +191,10 @@ def test_default_yaml_is_what_train_py_uses(capsys):
     "name, expected",
     [
         ("seed.yaml", dict(vocab_size=502, max_length=80, hidden_size=80, optimizer="sgd", momentum=0.0)),
-        ("imdb.yaml", dict(vocab_size=20000, max_length=400, hidden_size=128, optimizer="adamw", lr_schedule="onecycle",
-                           pooling="max")),
+        ("imdb.yaml", dict(vocab_size=20000, max_length=800, hidden_size=128, optimizer="adamw", lr_schedule="onecycle",
+                           pooling="max", lstm_impl="manual", embedding_dropout=0.3, weight_drop=0.5)),
+        ("imdb_torch.yaml", dict(vocab_size=20000, max_length=400, hidden_size=128, optimizer="adamw",
+                                 lr_schedule="onecycle", pooling="max", lstm_impl="torch", weight_drop=0.0)),
     ],
 )
 def test_imdb_configs_parse(name, expected, capsys):
@@ -204,6 +206,8 @@ def test_imdb_configs_parse(name, expected, capsys):
         assert (data if key in ("vocab_size", "max_length") else model)[key] == value, key
     assert config["trainer"]["gradient_clip_val"] == 1.0
     assert config["trainer"]["use_distributed_sampler"] is False
+    if name.startswith("imdb"):  # the budget of the IMDB runs
+        assert config["trainer"]["max_time"] == "00:00:30:00"
 
 
 def test_invalid_value_is_a_clear_error(capsys):
