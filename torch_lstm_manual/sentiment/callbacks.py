@@ -77,10 +77,10 @@ class PlotMetrics(Callback):
         # The checkpoint's state, restored before this hook, holds the minutes of the run so far.
         self._minutes_before = max((row.get("minutes", 0.0) for row in self.history.values()), default=0.0)
         self._clock_start = time.monotonic()
-        folder = self.plot_path(trainer).parent  # trainer.log_dir: a collective call under DDP, on every rank
+        plot = self.plot_path(trainer)  # trainer.log_dir: a collective call under DDP, on every rank
         if trainer.is_global_zero:
-            for name in (self.filename, self.csv_path(trainer).name):
-                for stale in folder.glob(f"{glob_escape(temporary_prefix(name))}*.tmp"):
+            for name in (plot.name, plot.with_suffix(".csv").name):
+                for stale in plot.parent.glob(f"{glob_escape(temporary_prefix(name))}*.tmp"):
                     stale.unlink(missing_ok=True)
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -113,16 +113,14 @@ class PlotMetrics(Callback):
     def plot_path(self, trainer: Trainer) -> Path:
         return Path(trainer.log_dir or trainer.default_root_dir) / self.filename
 
-    def csv_path(self, trainer: Trainer) -> Path:
-        return self.plot_path(trainer).with_suffix(".csv")
-
     def plot(self, trainer: Trainer) -> None:
-        """Draws the history into ``plot_path(trainer)`` and writes it to ``csv_path(trainer)`` (on rank 0)."""
-        path = self.plot_path(trainer)
+        """Draws the history into ``plot_path(trainer)`` and writes it to the same path with
+        the suffix ``.csv`` (on rank 0)."""
+        path = self.plot_path(trainer)  # a collective call under DDP: every rank makes it
         self.path = path
         if trainer.is_global_zero and self.history:
             write_plot(self.history, path)
-            write_history(self.history, self.csv_path(trainer))
+            write_history(self.history, path.with_suffix(".csv"))
 
 
 def temporary_prefix(filename: str) -> str:
