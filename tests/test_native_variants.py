@@ -13,7 +13,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+import torch_lstm_manual.backends.native as native_backend
+import torch_lstm_manual.functional as functional
 import torch_lstm_manual.native as native
+from torch_lstm_manual import LSTM
 from torch_lstm_manual.backends import BACKENDS, REFERENCE, backward_and_products, project_and_forward
 from torch_lstm_manual.layer import Grads, LoopGrads, Masks, Needs, Saved, Weights
 from torch_lstm_manual.reference import backward_loop, forward_loop
@@ -123,6 +126,39 @@ def test_each_layer_norm_and_mask_alone(options):
         assert_same(BACKENDS["native"].backward(*args), backward_loop(*args), LoopGrads._fields, FLOAT64)
 
 
+def _floats(masks, dtype):
+    """The zoneout masks as contiguous tensors of ``dtype``."""
+    return masks._replace(cell=masks.cell.to(dtype).contiguous(), hidden=masks.hidden.to(dtype).contiguous())
+
+
+def check_layer_passes(sizes, H, P, I, reverse, dtype, options, needs=Needs(), layout=None):
+    """forward_input / backward_input of the native backend against the
+    reference loops under project_and_forward / backward_and_products, with
+    the layer norm of the input projections (ln_ih) and ``options``. The
+    native forward saves no r̂ (its backward recomputes it): the backward gets
+    the reference's saved tensors without it. ``layout(masks)``: the zoneout
+    masks as the native passes get them, the reference getting their values
+    as contiguous floats."""
+    _, h0, c0, weights, masks = variant_inputs(sizes, H, P, dtype, options)
+    given = masks if layout is None else layout(masks)
+    masks = masks if layout is None else _floats(given, dtype)
+    gen = torch.Generator().manual_seed(3)
+    rand = lambda *s, scale=1.0: torch.randn(*s, generator=gen, dtype=torch.float64).mul(scale).to(dtype)  # noqa: E731
+    weights = weights._replace(w_ih=rand(4 * H, I, scale=0.3), b_ih=rand(4 * H), b_hh=rand(4 * H),
+                               ln_ih=rand(4 * H, scale=0.2) + 1)
+    rows, native_loops = rand(sum(sizes), I), BACKENDS["native"]
+    expected = project_and_forward(REFERENCE, rows, h0, c0, weights, masks, sizes, reverse)
+    got = native_loops.forward_input(rows, h0, c0, weights, given, sizes, reverse)
+    assert got[5] is None and got[6] is None
+    assert_same(got[:5], expected[:5], FORWARD_NAMES[:5], TOL[dtype])
+    y, gates, cs, _, _, r_hat, r_rstd = expected
+    args = (upstream(y, h0, c0), Saved(gates, cs, c0, h0, rows, y, r_hat, r_rstd), weights, masks, sizes, reverse)
+    expected = backward_and_products(REFERENCE, *args, needs)
+    got = native_loops.backward_input(args[0], args[1]._replace(r_hat=None, r_rstd=None), weights, given,
+                                      *args[4:], needs)
+    assert_same(got, expected, type(expected)._fields, TOL[dtype])
+
+
 @needs_native
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
 @pytest.mark.parametrize("P", [0, 6], ids=["no-proj", "proj"])
@@ -130,25 +166,70 @@ def test_each_layer_norm_and_mask_alone(options):
 @pytest.mark.parametrize("needs", [Needs(), Needs(x=False), Needs(w_ih=False, ln_ih=False), Needs(x=False, w_ih=False)],
                          ids=["all", "no-x", "no-w_ih", "no-input"])
 def test_layer_passes_match_reference(dtype, P, options, needs):
-    """forward_input / backward_input with the options and the layer norm of
-    the input projections (ln_ih) against the reference loops under
-    project_and_forward / backward_and_products."""
-    sizes, H, I = [5, 4, 2], 12, 7
-    _, h0, c0, weights, masks = variant_inputs(sizes, H, P, dtype, options)
-    gen = torch.Generator().manual_seed(3)
-    rand = lambda *s, scale=1.0: torch.randn(*s, generator=gen, dtype=torch.float64).mul(scale).to(dtype)  # noqa: E731
-    weights = weights._replace(w_ih=rand(4 * H, I, scale=0.3), b_ih=rand(4 * H), b_hh=rand(4 * H),
-                               ln_ih=rand(4 * H, scale=0.2) + 1)
-    rows, native_loops = rand(sum(sizes), I), BACKENDS["native"]
-    expected = project_and_forward(REFERENCE, rows, h0, c0, weights, masks, sizes, True)
-    got = native_loops.forward_input(rows, h0, c0, weights, masks, sizes, True)
-    assert_same(got, expected, FORWARD_NAMES, TOL[dtype])
-    y, gates, cs, _, _, r_hat, r_rstd = expected
-    saved = Saved(gates, cs, c0, h0, rows, y, r_hat, r_rstd)
-    args = (upstream(y, h0, c0), saved, weights, masks, sizes, True)
-    expected = backward_and_products(REFERENCE, *args, needs)
-    got = native_loops.backward_input(*args, needs)
-    assert_same(got, expected, type(expected)._fields, TOL[dtype])
+    check_layer_passes([5, 4, 2], 12, P, 7, True, dtype, options, needs)
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("chunk_rows", [1, 6, 11], ids=lambda n: f"chunk{n}")
+@pytest.mark.parametrize("sizes", [[4, 4, 4, 4, 4], [6, 5, 5, 3, 3, 1]], ids=["padded", "packed"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("options", [OPTIONS, ("peepholes", "zoneout_hidden")], ids=["all", "peep+zh"])
+def test_layer_passes_in_chunks_match_reference(monkeypatch, dtype, chunk_rows, sizes, reverse, options):
+    """The passes from the inputs a chunk of steps at a time: one step per
+    chunk (1 row), chunks that end inside the sequence and between steps of
+    different sizes, in both directions, with a projection."""
+    monkeypatch.setattr(native_backend, "chunk_rows", chunk_rows)
+    check_layer_passes(sizes, 8, 5, 3, reverse, dtype, options)
+
+
+def _as_bool(masks):
+    return masks._replace(cell=masks.cell.bool(), hidden=masks.hidden.bool())
+
+
+def _expanded(masks):
+    """The layout of eval-mode zoneout masks: one value each, expanded."""
+    return masks._replace(cell=torch.full_like(masks.cell[:1, :1], 0.25).expand_as(masks.cell),
+                          hidden=torch.full_like(masks.hidden[:1, :1], 0.75).expand_as(masks.hidden))
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("chunk_rows", [0, 5], ids=lambda n: f"chunk{n}")
+@pytest.mark.parametrize("layout", [_as_bool, _expanded], ids=["bool", "expanded"])
+def test_zoneout_masks_as_bool_or_expanded(monkeypatch, dtype, chunk_rows, layout):
+    """The native loops read bool zoneout masks as 0 and 1, and the passes
+    from the inputs read expanded ones (eval) a chunk at a time: the results
+    of the reference with the same values as contiguous floats."""
+    monkeypatch.setattr(native_backend, "chunk_rows", chunk_rows)
+    options = ("zoneout_cell", "zoneout_hidden", "layer_norm")
+    check_layer_passes([6, 5, 5, 3], 8, 5, 3, True, dtype, options, layout=layout)
+    xw, h0, c0, weights, masks = variant_inputs([4, 3, 1], 8, 0, dtype, options)
+    given = layout(masks)
+    expected = forward_loop(xw, h0, c0, weights, _floats(given, dtype), [4, 3, 1], False)
+    assert_same(BACKENDS["native"].forward(xw, h0, c0, weights, given, [4, 3, 1], False), expected, FORWARD_NAMES,
+                TOL[dtype])
+
+
+@needs_native
+def test_reference_backward_after_a_native_forward_recomputes_what_it_reads(monkeypatch):
+    """The native forward pass saves no r̂; a backward pass that runs the
+    reference loops (as one under a torch.func transform of the gradients
+    would) recomputes it, and gets the gradients of an all-Python run."""
+    torch.manual_seed(0)
+    x = torch.randn(5, 3, 4, dtype=torch.float64)
+    grads = []
+    for backend in ("python", "native"):
+        torch.manual_seed(1)
+        lstm = LSTM(4, 6, layer_norm=True, peepholes=True, backend=backend, dtype=torch.float64)
+        x_ = x.clone().requires_grad_()
+        out = lstm(x_)[0]
+        if backend == "native":
+            monkeypatch.setattr(functional, "select", lambda *args, **kwargs: ("python", REFERENCE))
+        out.sin().sum().backward()
+        grads.append([x_.grad, *(p.grad for p in lstm.parameters())])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, **FLOAT64)
 
 
 @needs_native

@@ -97,6 +97,10 @@ def test_bad_masks_name_the_argument():
         ({"layer_norm": (torch.ones(20), torch.ones(20), torch.ones(5), torch.ones(4))}, ValueError,
          r"layer_norm's beta_c must have shape \(5,\)"),
         ({"recurrent_mask": [1.0]}, TypeError, "recurrent_mask must be a Tensor, got list"),
+        ({"cell_mask": torch.ones(4, 2, 5, dtype=torch.float64)}, ValueError,
+         "cell_mask must be torch.float32 or torch.bool on cpu like the input, got torch.float64"),
+        ({"recurrent_mask": torch.ones(2, 5, dtype=torch.bool)}, ValueError,
+         "recurrent_mask must be torch.float32 on cpu like the input, got torch.bool"),
     ]
     for kwargs, error, message in cases:
         with pytest.raises(error, match=message):
@@ -104,6 +108,34 @@ def test_bad_masks_name_the_argument():
     lstm = LSTM(3, 5, num_layers=2, zoneout_cell=0.1)
     with pytest.raises(ValueError, match="masks must be a list of 2 LayerMasks .* got list of length 1"):
         lstm(x, masks=[LayerMasks()])
+
+
+@pytest.mark.parametrize("backend", ["python", "native"])
+def test_zoneout_masks_are_drawn_as_bool_and_read_as_floats(request, backend):
+    """In training the zoneout masks come as bool (a quarter of the memory);
+    the same masks as floats give the same outputs and gradients; in eval
+    they are the expectation z, in the input's dtype."""
+    if backend == "native":
+        request.getfixturevalue("native_loops")
+    torch.manual_seed(0)
+    lstm = LSTM(3, 5, num_layers=2, zoneout_cell=0.3, zoneout_hidden=0.2, backend=backend)
+    x = torch.randn(6, 4, 3)
+    masks = lstm.sample_masks(x)
+    assert all(m.cell.dtype == torch.bool and m.hidden.dtype == torch.bool for m in masks)
+    assert 0 < masks[0].cell.float().mean() < 1
+    as_floats = [m._replace(cell=m.cell.float(), hidden=m.hidden.float()) for m in masks]
+    results = []
+    for given in (masks, as_floats):
+        lstm.zero_grad()
+        x_ = x.clone().requires_grad_()
+        out, (h, c) = lstm(x_, masks=given)
+        (out.square().sum() + h.sum() + c.sum()).backward()
+        results.append([out, h, c, x_.grad, *(p.grad for p in lstm.parameters())])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    lstm.eval()
+    eval_masks = lstm.sample_masks(x)[0]
+    assert eval_masks.cell.dtype == torch.float32 and (eval_masks.cell == 0.3).all()
 
 
 def test_functional_masks_are_the_module_s():

@@ -73,9 +73,11 @@ def _backward_args(saved, grads, needs_input_grad, batch_sizes, reverse, backend
     recording = torch.is_grad_enabled()
     variants = not weights.plain or not masks.none
     _, loops = select(backend, rows, tuple(saved) + tuple(grads), recording=recording, variants=variants)
-    if recording:
+    if recording or (weights.ln_hh is not None and r_hat is None and loops.backward_input is None):
         # Double backward: recompute the intermediates with autograd watching,
         # so that the hand-derived backward below is itself differentiable.
+        # Likewise where these loops read the normalised recurrent products,
+        # which the native forward pass does not save (its backward recomputes them).
         y, gates, cs, _, _, r_hat, r_rstd = project_and_forward(REFERENCE, rows, h0, c0, weights, masks, sizes,
                                                                 reverse)
     grads, saved = Grads(d_y, d_hn, d_cn), Saved(gates, cs, c0, h0, rows, y, r_hat, r_rstd)
@@ -129,7 +131,7 @@ class LSTMFunction(torch.autograd.Function):
         peephole: (3, H) or None.
         recurrent_mask: (B, P) or None. cell_mask, hidden_mask: the zoneout
             masks, shaped like the rows of ``x`` ((T, B, H) and (T, B, P), or
-            (N, H) and (N, P)), or None. Masks get no gradient.
+            (N, H) and (N, P)), float or bool, or None. Masks get no gradient.
         batch_sizes: None, or the rows of each step (non-increasing ints).
         reverse: run from the last step to the first (each sequence from its own end).
         backend: the time-loop implementation, one of
@@ -204,7 +206,8 @@ def lstm_layer(
     - ``recurrent_mask``: (B, P), multiplies ``h_{t-1}`` where it enters ``W_hh`` (scaled by the caller).
     - ``cell_mask``, ``hidden_mask``: the zoneout masks ``d_c``, ``d_h`` (1 keeps
       the previous state), one row per row of ``x``: (T, B, H) and (T, B, P),
-      or (N, H) and (N, P) for packed rows.
+      or (N, H) and (N, P) for packed rows; of ``x``'s dtype, or bool (as
+      :meth:`~torch_lstm_manual.LSTM.sample_masks` draws them in training).
     """
     sizes = None if batch_sizes is None else tuple(int(b) for b in batch_sizes)
     if (x.shape[0] if sizes is None else len(sizes)) == 0:

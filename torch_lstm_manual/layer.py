@@ -41,8 +41,8 @@ class Masks(NamedTuple):
     """The masks of the stochastic variants, in the loops' row layout (None: off)."""
 
     recurrent: Optional[Tensor] = None  # (B, P): recurrent dropout, on h_{t-1} before W_hh, scaled
-    cell: Optional[Tensor] = None  # (N, H): zoneout of c, 1 keeps the previous state (eval: z)
-    hidden: Optional[Tensor] = None  # (N, P): zoneout of h
+    cell: Optional[Tensor] = None  # (N, H): zoneout of c, 1 keeps the previous state (eval: z); float or bool
+    hidden: Optional[Tensor] = None  # (N, P): zoneout of h; float or bool
 
     @property
     def none(self) -> bool:

@@ -297,7 +297,7 @@ def forward_loop(xw: Tensor, h0: Tensor, c0: Tensor, weights: Weights, masks: Ma
         lo, b = steps.offsets[t], steps.sizes[t]
         h, c = resize(h, b, h0, h_done), resize(c, b, c0, c_done)
         h, c, step_gates, r_hat, r_rstd = step_forward(
-            xw[lo : lo + b], h, c, weights, *_step_masks(masks, lo, b)
+            xw[lo : lo + b], h, c, weights, *_step_masks(masks, lo, b, xw.dtype)
         )
         ys[t] = h
         if save:
@@ -322,13 +322,14 @@ def cell_outputs(saved: Saved, weights: Weights, masks: Masks, batch_sizes, reve
     return o * torch.tanh(c)
 
 
-def _step_masks(masks: Masks, lo: int, b: int):
-    """The masks of the step whose rows are ``lo ... lo + b - 1``: ``(rec, keep_c, keep_h)``."""
+def _step_masks(masks: Masks, lo: int, b: int, dtype: torch.dtype):
+    """The masks of the step whose rows are ``lo ... lo + b - 1``: ``(rec, keep_c, keep_h)``,
+    the zoneout ones in ``dtype`` (they may come as bool)."""
     rec, keep_c, keep_h = masks
     return (
         None if rec is None else rec[:b],
-        None if keep_c is None else keep_c[lo : lo + b],
-        None if keep_h is None else keep_h[lo : lo + b],
+        None if keep_c is None else keep_c[lo : lo + b].to(dtype),
+        None if keep_h is None else keep_h[lo : lo + b].to(dtype),
     )
 
 
@@ -367,7 +368,7 @@ def backward_loop(grads: Grads, saved: Saved, weights: Weights, masks: Masks, ba
         step = step_backward(
             dh, dc, gates[rows], cs[rows], c_prev[rows], weights,
             None if r_hat is None else r_hat[rows], None if r_rstd is None else r_rstd[rows],
-            *_step_masks(masks, lo, b),
+            *_step_masks(masks, lo, b, cs.dtype),
         )
         per_step[t] = step
         dh, dc = step.dh_prev, step.dc_prev

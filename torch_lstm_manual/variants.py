@@ -13,6 +13,7 @@ import math
 import numbers
 from typing import NamedTuple, Optional, Sequence
 
+import torch
 from torch import Tensor, nn
 
 # The probabilities a module takes, by keyword: the share of units dropped
@@ -87,10 +88,11 @@ def dropout_mask(shape, p: float, like: Tensor) -> Tensor:
 
 
 def zoneout_mask(shape, z: float, training: bool, like: Tensor) -> Tensor:
-    """The zoneout mask ``d`` of ``shape``: Bernoulli(z) in training, ``z``
-    everywhere in eval (its expectation; an expanded scalar)."""
+    """The zoneout mask ``d`` of ``shape``: Bernoulli(z) in training, as bool
+    (a quarter of the memory of float32; the loops read it as 0 and 1), ``z``
+    everywhere in eval (its expectation; an expanded scalar of ``like``'s dtype)."""
     if training:
-        return like.new_empty(shape).uniform_().lt_(z)  # Bernoulli(z)
+        return like.new_empty(shape).uniform_() < z  # Bernoulli(z)
     return like.new_full((), z).expand(shape)
 
 
@@ -116,13 +118,16 @@ def sample_layer_masks(options: dict, training: bool, rows: Sequence[int], batch
     return LayerMasks(weight_hh, recurrent, cell, hidden)
 
 
-def _check_tensor(name: str, t, shape, like: Tensor) -> None:
+def _check_tensor(name: str, t, shape, like: Tensor, or_bool: bool = False) -> None:
+    """TypeError or ValueError naming ``name`` unless ``t`` is a tensor of
+    ``shape`` with the dtype (or, with ``or_bool``, bool) and device of ``like``."""
     if not isinstance(t, Tensor):
         raise TypeError(f"{name} must be a Tensor, got {type(t).__name__}")
     if tuple(t.shape) != tuple(shape):
         raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(t.shape)}")
-    if t.dtype != like.dtype or t.device != like.device:
-        raise ValueError(f"{name} must be {like.dtype} on {like.device} like the input, got {t.dtype} on {t.device}")
+    if (t.dtype != like.dtype and not (or_bool and t.dtype == torch.bool)) or t.device != like.device:
+        dtype = f"{like.dtype} or torch.bool" if or_bool else f"{like.dtype}"
+        raise ValueError(f"{name} must be {dtype} on {like.device} like the input, got {t.dtype} on {t.device}")
 
 
 def check_variants(x: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor, w_hr: Optional[Tensor], batch_sizes,
@@ -150,5 +155,5 @@ def check_variants(x: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor, w_hr: Option
         ("hidden_mask", hidden_mask, (*rows, P)),
     ):
         if t is not None:
-            _check_tensor(name, t, shape, x)
+            _check_tensor(name, t, shape, x, or_bool=name in ("cell_mask", "hidden_mask"))
     return ln

@@ -7,10 +7,10 @@ Each function calls one function of the extension; the extension is built
 of the plain LSTM run its own loops (``forward``, ``backward`` and the fused
 ``forward_input``, ``backward_input``); calls with any variant of the cell
 (layer norm, peepholes, zoneout, recurrent dropout) run the variant loops
-(``variant_forward``, ``variant_backward``), and their products over all
-steps as :func:`~torch_lstm_manual.backends.loops.backward_and_products` does;
-the layer norm of the input projections (``ln_ih``) runs compiled too
-(``project_norm``, ``d_project_norm``).
+(``variant_forward``, ``variant_backward`` over given projections;
+``variant_forward_input``, ``variant_backward_input`` from the inputs, a
+chunk of steps at a time with the products of the chunk around it, the layer
+norm of the input projections, ``ln_ih``, included).
 """
 
 from __future__ import annotations
@@ -77,22 +77,26 @@ def input_projection(rows: Tensor, w_ih: Tensor, b_ih, b_hh) -> Tensor:
     return loader._ext.project(rows, w_ih, input_bias(b_ih, b_hh))
 
 
-def _project(rows: Tensor, weights: Weights) -> Tensor:
-    """:func:`~torch_lstm_manual.reference.input_projection` with ``ln_ih``, into a kept buffer."""
-    bias = input_bias(weights.b_ih, weights.b_hh)
-    if weights.ln_ih is None:
-        return loader._ext.project(rows, weights.w_ih, bias)
-    return loader._ext.project_norm(rows, weights.w_ih, weights.ln_ih, bias)
+# The rows of a chunk of steps in the variants' passes from the inputs
+# (variant_input.cpp); 0: the extension's choice (about 2 MiB of (rows, 4H)).
+chunk_rows = 0
 
 
 def forward_input(rows: Tensor, h0: Tensor, c0: Tensor, weights: Weights, masks: Masks, batch_sizes, reverse: bool,
                   save: bool = True):
     """:func:`~torch_lstm_manual.backends.loops.project_and_forward` with the
     native loops; in float32 without a projection or variant, one pass (the
-    input projection on the same register tiles as the recurrent product)."""
+    input projection on the same register tiles as the recurrent product);
+    with a variant, a chunk of steps at a time, each after its projections,
+    and nothing saved of the layer norm of the recurrent products
+    (:func:`backward_input` recomputes them)."""
     masks = NO_MASKS if masks is None else masks
     if weights.ln_ih is not None or _variant_loop(weights, masks):
-        return forward_loop(_project(rows, weights), h0, c0, weights, masks, batch_sizes, reverse, save)
+        y, gates, cs, h_n, c_n = loader._ext.variant_forward_input(
+            rows, weights.w_ih, input_bias(weights.b_ih, weights.b_hh), weights.ln_ih, h0, c0, weights.w_hh,
+            weights.w_hr, *_options(weights, masks), _batch_sizes(batch_sizes), bool(reverse), bool(save), chunk_rows,
+        )
+        return y, gates, cs, h_n, c_n, None, None
     w_ih, w_hh, b_ih, b_hh, w_hr = weights[:5]
     bias = input_bias(b_ih, b_hh)
     sizes = _batch_sizes(batch_sizes)
@@ -105,21 +109,18 @@ def backward_input(grads: Grads, saved: Saved, weights: Weights, masks: Masks, b
     """:func:`~torch_lstm_manual.backends.loops.backward_and_products` with the
     native loops; in float32 without a projection or variant, one pass (the
     products a step at a time on the loop's tiles, no (N, 4H) gate gradients
-    in memory); with ``ln_ih``, the backward pass of its layer norm compiled."""
+    in memory); with a variant, a chunk of steps at a time, each followed by
+    its products (the layer norms' backward passes compiled, the normalised
+    recurrent products recomputed from the saved outputs)."""
     masks = NO_MASKS if masks is None else masks
-    if weights.ln_ih is not None:
-        loop = backward_loop(grads, saved, weights, masks, batch_sizes, reverse)
-        # The products of the recurrent side from the loop's results; those of the input side here.
-        rest = backward_and_products(_ran(loop), grads, saved, weights._replace(ln_ih=None),
-                                     masks, batch_sizes, reverse, needs._replace(x=False, w_ih=False, ln_ih=False))
-        if not (needs.x or needs.w_ih or needs.ln_ih):
-            return rest
-        d_z, loop = loop.d_z, None  # d_r (N, G) is freed before d_project_norm's (N, G) result exists
-        d_xw, d_ln_ih = loader._ext.d_project_norm(d_z, saved.rows, weights.w_ih, weights.ln_ih)  # (N, G), (G,)
-        d_x = d_xw.mm(weights.w_ih) if needs.x else None  # (N, I)
-        d_w_ih = d_xw.t().mm(saved.rows) if needs.w_ih else None  # (G, I)
-        return rest._replace(d_x=d_x, d_w_ih=d_w_ih, d_ln_ih=d_ln_ih)
-    if _variant_loop(weights, masks) or not loader._ext.fuses_backward(saved.gates, weights.w_hr):
+    if weights.ln_ih is not None or _variant_loop(weights, masks):
+        d_y, d_hn, d_cn = grads
+        return LayerGrads._make(loader._ext.variant_backward_input(
+            d_y, d_hn, d_cn, saved.gates, saved.cs, saved.c0, weights.w_hh, weights.w_hr, *_options(weights, masks),
+            saved.rows, weights.w_ih, weights.ln_ih, saved.y, saved.h0, _batch_sizes(batch_sizes), bool(reverse),
+            needs.x, needs.w_ih, needs.w_hh, needs.x or needs.w_ih or needs.ln_ih, chunk_rows,
+        ))
+    if not loader._ext.fuses_backward(saved.gates, weights.w_hr):
         return backward_and_products(LOOPS, grads, saved, weights, masks, batch_sizes, reverse, needs)
     d_y, d_hn, d_cn = grads
     gates, cs, c0, h0, rows, y = saved[:6]

@@ -11,8 +11,10 @@ in torch's extension directory (``TORCH_EXTENSIONS_DIR``, default
 ``~/.cache/torch_extensions``), so later processes only load the library.
 
 Files: ``bindings.cpp`` (Python bindings, choice of loop; those of the
-variants in ``variant_bindings.cpp``, of LSTMCell's step in
-``step_bindings.cpp``, the argument checks they share in ``checks.h``),
+variants in ``variant_bindings.cpp`` and, for their passes from the inputs
+a chunk of steps at a time, ``variant_input.cpp``, of LSTMCell's step in
+``step_bindings.cpp``, the argument checks they share in ``checks.h`` and
+``variant_args.h``),
 ``loops.h`` (the loop drivers' interface), ``tiled_loops.cpp`` (float32 on
 register tiles, ``tiles.cpp``/``tiles.h``), ``blas_loops.cpp`` (BLAS
 products, ``blas.cpp``/``blas.h``), ``variant_loops.cpp``/``variant_loops.h``
@@ -55,8 +57,8 @@ import torch
 
 ENV_SWITCH = "TORCH_LSTM_MANUAL_NATIVE"
 _SOURCES = (
-    "bindings.cpp", "variant_bindings.cpp", "step_bindings.cpp", "tiled_loops.cpp", "blas_loops.cpp",
-    "variant_loops.cpp", "cells.cpp", "tiles.cpp", "blas.cpp", "buffers.cpp",
+    "bindings.cpp", "variant_bindings.cpp", "variant_input.cpp", "step_bindings.cpp", "tiled_loops.cpp",
+    "blas_loops.cpp", "variant_loops.cpp", "cells.cpp", "tiles.cpp", "blas.cpp", "buffers.cpp",
 )
 
 _DISABLED = ("0", "false", "off", "no")

@@ -208,6 +208,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("backward_input", &backward_input, "backward with its products: (d_x, d_h0, d_c0, d_w_ih, d_w_hh, d_b)",
         py::call_guard<py::gil_scoped_release>());
   bind_variants(m);
+  bind_variant_input(m);
   bind_cell_step(m);
   m.def("project", &project, "input projection: rows @ w_ih^T + bias", py::call_guard<py::gil_scoped_release>());
   m.def("split_free", [](int64_t H, bool float32) {

@@ -15,59 +15,12 @@
 #include "checks.h"
 #include "loops.h"
 #include "parallel.h"
+#include "variant_args.h"
 #include "variant_loops.h"
 
 namespace {
 
 using namespace lstm_native;
-
-// ---------------------------------------------------------------------------
-
-// A defined optional tensor, contiguous, after check(); else undefined.
-Tensor optional_tensor(const c10::optional<Tensor>& t, const char* name, int64_t rows, int64_t cols,
-                       const Tensor& like) {
-  if (!t.has_value() || !t->defined()) return Tensor();
-  check(*t, name, rows, cols, like);
-  return t->contiguous();
-}
-
-Tensor optional_vector(const c10::optional<Tensor>& t, const char* name, int64_t n, const Tensor& like) {
-  if (!t.has_value() || !t->defined()) return Tensor();
-  check_vector(*t, name, n, like);
-  return t->contiguous();
-}
-
-// The options' tensors of a call, checked against H, P, N, B.
-struct Variant {
-  Tensor ln_hh, ln_c, ln_c_bias, peephole, m_rec, m_cell, m_hidden;
-  Variant(const c10::optional<Tensor>& ln_hh_, const c10::optional<Tensor>& ln_c_,
-          const c10::optional<Tensor>& ln_c_bias_, const c10::optional<Tensor>& peephole_,
-          const c10::optional<Tensor>& m_rec_, const c10::optional<Tensor>& m_cell_,
-          const c10::optional<Tensor>& m_hidden_, const Steps& s, int64_t H, int64_t P, const Tensor& like)
-      : ln_hh(optional_vector(ln_hh_, "ln_hh", 4 * H, like)),
-        ln_c(optional_vector(ln_c_, "ln_c", H, like)),
-        ln_c_bias(optional_vector(ln_c_bias_, "ln_c_bias", H, like)),
-        peephole(optional_tensor(peephole_, "peephole", 3, H, like)),
-        m_rec(optional_tensor(m_rec_, "recurrent mask", s.B, P, like)),
-        m_cell(optional_tensor(m_cell_, "cell mask", s.N, H, like)),
-        m_hidden(optional_tensor(m_hidden_, "hidden mask", s.N, P, like)) {
-    TORCH_CHECK(ln_c.defined() == ln_c_bias.defined(), "the layer norm of the cell state needs ln_c and ln_c_bias "
-                "together, got ", ln_c.defined() ? "ln_c" : "ln_c_bias", " alone");
-  }
-  bool norm() const { return ln_hh.defined(); }  // the layer norm of r
-  template <typename T>
-  VariantWeights<T> weights(int64_t H) const {
-    return {H, ptr<T>(ln_hh), ptr<T>(ln_c), ptr<T>(ln_c_bias), ptr<T>(peephole)};
-  }
-  template <typename T>
-  VariantMasks<T> masks() const {
-    return {ptr<T>(m_rec), ptr<T>(m_cell), ptr<T>(m_hidden)};
-  }
-  template <typename T>
-  static T* ptr(const Tensor& t) {
-    return t.defined() ? t.data_ptr<T>() : nullptr;
-  }
-};
 
 // forward with the variants: (y, gates, cs, h_n, c_n, r_hat, r_rstd), the
 // last two undefined without layer norm, the saved ones without `save`.
@@ -94,7 +47,7 @@ std::vector<Tensor> variant_forward(const Tensor& xw_, const Tensor& h0_, const 
   Tensor r_rstd = save && v.norm() ? at::empty({s.N}, opt) : Tensor();
   AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "lstm_variant_forward", [&] {
     auto ptr = [](const Tensor& t) { return t.defined() ? t.data_ptr<scalar_t>() : nullptr; };
-    forward_variant<scalar_t>(s, ptr(xw), ptr(h0), ptr(w_hh), ptr(w_hr), P, v.weights<scalar_t>(H),
+    forward_variant<scalar_t>(s, StepRange{0, s.T, 0}, ptr(xw), ptr(h0), ptr(w_hh), ptr(w_hr), P, v.weights<scalar_t>(H),
                               v.masks<scalar_t>(), ptr(out.y), ptr(out.gates), ptr(out.cs), ptr(r_hat), ptr(r_rstd),
                               ptr(out.c_n));
   });
@@ -143,42 +96,14 @@ std::vector<Tensor> variant_backward(const Tensor& d_y_, const Tensor& d_hn, con
   Tensor d_peephole = v.peephole.defined() ? at::empty({3, H}, opt) : Tensor();
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "lstm_variant_backward", [&] {
     auto ptr = [](const Tensor& t) { return t.defined() ? t.data_ptr<scalar_t>() : nullptr; };
-    backward_variant<scalar_t>(s, ptr(d_y), ptr(gates), ptr(cs), ptr(c0), ptr(r_hat), ptr(r_rstd), ptr(w_hh),
-                               ptr(w_hr), P, v.weights<scalar_t>(H), v.masks<scalar_t>(), ptr(d_z), ptr(d_r),
-                               ptr(d_h), ptr(d_h0), ptr(d_c0), ptr(d_b), ptr(d_ln_hh), ptr(d_ln_c),
-                               ptr(d_ln_c_bias), ptr(d_peephole));
+    const VariantWeights<scalar_t> w = v.weights<scalar_t>(H);
+    VariantSums sums(w);
+    backward_variant<scalar_t>(s, StepRange{0, s.T, 0}, ptr(d_y), ptr(gates), ptr(cs), ptr(c0), ptr(r_hat),
+                               ptr(r_rstd), ptr(w_hh), ptr(w_hr), P, w, v.masks<scalar_t>(), ptr(d_z), ptr(d_r),
+                               ptr(d_h), ptr(d_h0), ptr(d_c0), sums);
+    sums.store(ptr(d_b), ptr(d_ln_hh), ptr(d_ln_c), ptr(d_ln_c_bias), ptr(d_peephole));
   });
   return {d_z, d_r, d_h, d_h0, d_c0, d_b, d_ln_hh, d_ln_c, d_ln_c_bias, d_peephole};
-}
-
-// xw = ln_ih * LN(rows @ w_ih^T) + bias, (N, G), into a kept buffer.
-Tensor project_norm(const Tensor& rows, const Tensor& w_ih, const Tensor& ln_ih,
-                    const c10::optional<Tensor>& bias_) {
-  c10::AutoGradMode no_grad(false);
-  Tensor xw = project(rows, w_ih, c10::nullopt);
-  const int64_t G = w_ih.size(0);
-  check_vector(ln_ih, "ln_ih", G, rows);
-  Tensor gain = ln_ih.contiguous(), bias = optional_vector(bias_, "bias", G, rows);
-  AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "lstm_project_norm", [&] {
-    normalize_rows<scalar_t>(xw.size(0), G, xw.data_ptr<scalar_t>(), gain.data_ptr<scalar_t>(),
-                             bias.defined() ? bias.data_ptr<scalar_t>() : nullptr);
-  });
-  return xw;
-}
-
-// project_norm's backward from d_z (N, G), the gradient of xw: (d(rows @
-// w_ih^T) (N, G), d ln_ih (G,)), the projections recomputed.
-std::vector<Tensor> d_project_norm(const Tensor& d_z_, const Tensor& rows, const Tensor& w_ih, const Tensor& ln_ih) {
-  c10::AutoGradMode no_grad(false);
-  Tensor d_v = project(rows, w_ih, c10::nullopt);
-  const int64_t G = w_ih.size(0);
-  check(d_z_, "d_z", d_v.size(0), G, rows), check_vector(ln_ih, "ln_ih", G, rows);
-  Tensor d_z = d_z_.contiguous(), gain = ln_ih.contiguous(), d_gain = at::empty({G}, d_v.options());
-  AT_DISPATCH_FLOATING_TYPES(d_v.scalar_type(), "lstm_d_project_norm", [&] {
-    d_normalize_rows<scalar_t>(d_v.size(0), G, d_v.data_ptr<scalar_t>(), d_z.data_ptr<scalar_t>(),
-                               gain.data_ptr<scalar_t>(), d_gain.data_ptr<scalar_t>());
-  });
-  return {d_v, d_gain};
 }
 
 }  // namespace
@@ -189,9 +114,5 @@ void lstm_native::bind_variants(pybind11::module& m) {
         py::call_guard<py::gil_scoped_release>());
   m.def("variant_backward", &variant_backward,
         "backward_loop with the variants: (d_z, d_r, d_h, d_h0, d_c0, d_b, d_ln_hh, d_ln_c, d_ln_c_bias, d_peephole)",
-        py::call_guard<py::gil_scoped_release>());
-  m.def("project_norm", &project_norm, "input projection with layer norm: ln_ih * LN(rows @ w_ih^T) + bias",
-        py::call_guard<py::gil_scoped_release>());
-  m.def("d_project_norm", &d_project_norm, "project_norm's backward: (d(rows @ w_ih^T), d ln_ih)",
         py::call_guard<py::gil_scoped_release>());
 }

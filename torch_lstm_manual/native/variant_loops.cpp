@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "blas.h"
@@ -45,10 +46,10 @@ void allocate(std::vector<T>& v, int64_t n, bool& ok) {
 }  // namespace
 
 template <typename T>
-void forward_variant(const Steps& s, const T* xw, const T* h0, const T* w_hh, const T* w_hr, int64_t P,
-                     const VariantWeights<T>& w, const VariantMasks<T>& masks, T* y, T* gates, T* cs, T* r_hat,
-                     T* r_rstd, T* c_run) {
-  const int64_t H = w.H, G = 4 * H;
+void forward_variant(const Steps& s, const StepRange& range, const T* xw, const T* h0, const T* w_hh, const T* w_hr,
+                     int64_t P, const VariantWeights<T>& w, const VariantMasks<T>& masks, T* y, T* gates, T* cs,
+                     T* r_hat, T* r_rstd, T* c_run) {
+  const int64_t H = w.H, G = 4 * H, row0 = range.row0, mask0 = masks.row0;
   run_parallel(variant_threads(s.B, H, P), [&](int tid, int nt, Team& team) {
     auto [r0, r1] = rows_of(s.B, tid, nt);
     const int64_t R = r1 - r0;
@@ -58,7 +59,7 @@ void forward_variant(const Steps& s, const T* xw, const T* h0, const T* w_hh, co
     allocate(m_s, w_hr ? R * H : 0, ok), allocate(hr_s, masks.recurrent ? R * P : 0, ok);
     if (!team.all_allocated(ok, nt)) return;
     T rstd_s = 0;
-    for (int64_t i = 0; i < s.T; ++i) {
+    for (int64_t i = range.begin; i < range.end; ++i) {
       const int64_t t = s.order[i], b = s.size[t], off = s.offset[t];
       const int64_t lo = r0, hi = std::min(r1, b), n = hi - lo;
       if (n <= 0) continue;
@@ -66,7 +67,7 @@ void forward_variant(const Steps& s, const T* xw, const T* h0, const T* w_hh, co
       const int64_t prev_off = i == 0 ? 0 : s.offset[s.order[i - 1]];
       auto h_prev = [&](int64_t r) { return r < ran ? y + (prev_off + r) * P : h0 + r * P; };
       // r (n, G) = (h_prev * m_rec) @ w_hh^T; with layer norm and save, straight into r_hat.
-      T* r = w.ln_hh && r_hat ? r_hat + (off + lo) * G : r_s.data();
+      T* r = w.ln_hh && r_hat ? r_hat + (off + lo - row0) * G : r_s.data();
       if (masks.recurrent) {
         for (int64_t k = 0; k < n; ++k) {
           const T *h = h_prev(lo + k), *mask = masks.recurrent + (lo + k) * P;
@@ -82,9 +83,9 @@ void forward_variant(const Steps& s, const T* xw, const T* h0, const T* w_hh, co
       for (int64_t k = 0; k < n; ++k) {
         const int64_t rr = lo + k, row = off + rr;
         VariantForward<T> a{nullptr,
-                            xw + row * G,
+                            xw + (row - row0) * G,
                             c_run + rr * H,
-                            masks.cell ? masks.cell + row * H : nullptr,
+                            masks.cell ? masks.cell + (row - mask0) * H : nullptr,
                             gates ? gates + row * G : gate_s.data(),
                             ct.data(),
                             c_run + rr * H,
@@ -92,13 +93,13 @@ void forward_variant(const Steps& s, const T* xw, const T* h0, const T* w_hh, co
                             w_hr ? m_s.data() + k * H : y + row * P,
                             T(0),
                             T(0)};
-        VariantCell::forward_row(w, a, r + k * G, r_rstd ? r_rstd + row : &rstd_s);
+        VariantCell::forward_row(w, a, r + k * G, r_rstd ? r_rstd + row - row0 : &rstd_s);
       }
       if (w_hr) gemm<T>(true, n, P, H, m_s.data(), H, w_hr, H, T(0), y + (off + lo) * P, P);
       if (masks.hidden)  // h = d_h h_prev + (1 - d_h) h̃
         for (int64_t k = 0; k < n; ++k) {
           const int64_t row = off + lo + k;
-          const T *h = h_prev(lo + k), *d = masks.hidden + row * P;
+          const T *h = h_prev(lo + k), *d = masks.hidden + (row - mask0) * P;
           T* out = y + row * P;
           for (int64_t p = 0; p < P; ++p) out[p] = d[p] * h[p] + (T(1) - d[p]) * out[p];
         }
@@ -107,15 +108,37 @@ void forward_variant(const Steps& s, const T* xw, const T* h0, const T* w_hh, co
 }
 
 template <typename T>
-void backward_variant(const Steps& s, const T* d_y, const T* gates, const T* cs, const T* c0, const T* r_hat,
-                      const T* r_rstd, const T* w_hh, const T* w_hr, int64_t P, const VariantWeights<T>& w,
-                      const VariantMasks<T>& masks, T* d_z, T* d_r, T* d_h, T* dh_run, T* dc_run, T* d_b,
-                      T* d_ln_hh, T* d_ln_c, T* d_ln_c_bias, T* d_peephole) {
-  const int64_t H = w.H, G = 4 * H;
+VariantSums::VariantSums(const VariantWeights<T>& w) {
+  H = w.H;
+  const int64_t G = 4 * H;
+  int64_t n = G;
+  at_ln_hh = w.ln_hh ? std::exchange(n, n + G) : -1;
+  at_ln_c = w.ln_c ? std::exchange(n, n + 2 * H) : -1;
+  at_peep = w.peephole ? std::exchange(n, n + 3 * H) : -1;
+  total.assign(n, 0.0);
+}
+
+template <typename T>
+void VariantSums::store(T* d_b, T* d_ln_hh, T* d_ln_c, T* d_ln_c_bias, T* d_peephole) const {
+  auto put = [&](T* to, int64_t from, int64_t n) {
+    for (int64_t k = 0; k < n; ++k) to[k] = static_cast<T>(total[from + k]);
+  };
+  const int64_t G = 4 * H;
+  put(d_b, 0, G);
+  if (at_ln_hh >= 0) put(d_ln_hh, at_ln_hh, G);
+  if (at_ln_c >= 0) put(d_ln_c, at_ln_c, H), put(d_ln_c_bias, at_ln_c + H, H);
+  if (at_peep >= 0) put(d_peephole, at_peep, 3 * H);
+}
+
+template <typename T>
+void backward_variant(const Steps& s, const StepRange& range, const T* d_y, const T* gates, const T* cs, const T* c0,
+                      const T* r_hat, const T* r_rstd, const T* w_hh, const T* w_hr, int64_t P,
+                      const VariantWeights<T>& w, const VariantMasks<T>& masks, T* d_z, T* d_r, T* d_h, T* dh_run,
+                      T* dc_run, VariantSums& sums_out) {
+  const int64_t H = w.H, G = 4 * H, row0 = range.row0, mask0 = masks.row0;
   const bool norm = w.ln_hh != nullptr, norm_c = w.ln_c != nullptr, peep = w.peephole != nullptr;
   const int threads = variant_threads(s.B, H, P);
-  // Each thread's sums over the steps: d_b | d_ln_hh | d_ln_c | d_ln_c_bias | d_peephole.
-  const int64_t at_ln_c = G + (norm ? G : 0), at_peep = at_ln_c + (norm_c ? 2 * H : 0), n_sums = at_peep + (peep ? 3 * H : 0);
+  const int64_t n_sums = static_cast<int64_t>(sums_out.total.size());
   std::vector<std::vector<double>> totals(threads);
   run_parallel(threads, [&](int tid, int nt, Team& team) {
     auto [r0, r1] = rows_of(s.B, tid, nt);
@@ -133,9 +156,9 @@ void backward_variant(const Steps& s, const T* d_y, const T* gates, const T* cs,
     if (!team.all_allocated(ok, nt)) return;
     RowSums<T>& sums = *sums_;
     T* acc = sums.data();
-    T *acc_ln_hh = norm ? acc + G : nullptr, *acc_ln_c = norm_c ? acc + at_ln_c : nullptr;
-    T *acc_ln_c_b = norm_c ? acc + at_ln_c + H : nullptr, *acc_peep = peep ? acc + at_peep : nullptr;
-    for (int64_t i = s.T - 1; i >= 0; --i) {  // steps in reverse of the forward order
+    T *acc_ln_hh = norm ? acc + sums_out.at_ln_hh : nullptr, *acc_ln_c = norm_c ? acc + sums_out.at_ln_c : nullptr;
+    T *acc_ln_c_b = norm_c ? acc + sums_out.at_ln_c + H : nullptr, *acc_peep = peep ? acc + sums_out.at_peep : nullptr;
+    for (int64_t i = range.end - 1; i >= range.begin; --i) {  // steps in reverse of the forward order
       const int64_t t = s.order[i], b = s.size[t], off = s.offset[t];
       const int64_t lo = r0, hi = std::min(r1, b), n = hi - lo;
       if (n <= 0) continue;
@@ -148,7 +171,7 @@ void backward_variant(const Steps& s, const T* d_y, const T* gates, const T* cs,
         const T *dy = d_y + row * P, *carried = dh_run + rr * P;
         T* to = w_hr ? d_h + row * P : dm_s.data() + k * H;
         if (masks.hidden) {
-          const T* d = masks.hidden + row * P;
+          const T* d = masks.hidden + (row - mask0) * P;
           T* direct = dir_h.data() + k * P;
           for (int64_t p = 0; p < P; ++p) {
             const T dh = dy[p] + carried[p];
@@ -165,21 +188,21 @@ void backward_variant(const Steps& s, const T* d_y, const T* gates, const T* cs,
         VariantBackward<T> a{gates + row * G,
                              c_prev,
                              dm_s.data() + k * H,
-                             masks.cell ? masks.cell + row * H : nullptr,
-                             norm ? r_hat + row * G : nullptr,
+                             masks.cell ? masks.cell + (row - mask0) * H : nullptr,
+                             norm ? r_hat + (row - row0) * G : nullptr,
                              ct.data(),
                              du.data(),
                              dc_run + rr * H,
-                             d_z + row * G,
-                             norm ? d_r + row * G : nullptr,
+                             d_z + (row - row0) * G,
+                             norm ? d_r + (row - row0) * G : nullptr,
                              T(0), T(0), T(0), T(0),
-                             norm ? r_rstd[row] : T(0), T(0), T(0),
+                             norm ? r_rstd[row - row0] : T(0), T(0), T(0),
                              acc, acc_ln_hh, acc_ln_c, acc_ln_c_b, acc_peep};
         VariantCell::backward_row(w, a);
       }
       sums.end_step();
       // The carried dh of the step before: (dR w_hh) * m_rec + the direct part.
-      const T* d_rows = (norm ? d_r : d_z) + (off + lo) * G;
+      const T* d_rows = (norm ? d_r : d_z) + (off + lo - row0) * G;
       gemm<T>(false, n, P, G, d_rows, G, w_hh, P, T(0), dh_run + lo * P, P);
       if (masks.recurrent || masks.hidden)
         for (int64_t k = 0; k < n; ++k) {
@@ -196,16 +219,10 @@ void backward_variant(const Steps& s, const T* d_y, const T* gates, const T* cs,
     }
     totals[tid] = std::move(sums.total);
   });
-  std::vector<double> sum(n_sums, 0.0);
+  std::vector<double> sum(n_sums, 0.0);  // this call's, over the threads in order, then into the pass's
   for (const auto& part : totals)
     for (size_t k = 0; k < part.size(); ++k) sum[k] += part[k];
-  auto store = [&](T* to, int64_t from, int64_t n) {
-    for (int64_t k = 0; k < n; ++k) to[k] = static_cast<T>(sum[from + k]);
-  };
-  store(d_b, 0, G);
-  if (norm) store(d_ln_hh, G, G);
-  if (norm_c) store(d_ln_c, at_ln_c, H), store(d_ln_c_bias, at_ln_c + H, H);
-  if (peep) store(d_peephole, at_peep, 3 * H);
+  for (int64_t k = 0; k < n_sums; ++k) sums_out.total[k] += sum[k];
 }
 
 namespace {
@@ -226,6 +243,14 @@ void normalize_rows(int64_t N, int64_t n, T* v, const T* gain, const T* bias) {
   run_parallel(row_threads(N, n), [&](int tid, int nt, Team&) {
     auto [r0, r1] = rows_of(N, tid, nt);
     for (int64_t r = r0; r < r1; ++r) VariantCell::norm_row(n, v + r * n, gain, bias);
+  });
+}
+
+template <typename T>
+void standardize_rows(int64_t N, int64_t n, T* v, T* rstd) {
+  run_parallel(row_threads(N, n), [&](int tid, int nt, Team&) {
+    auto [r0, r1] = rows_of(N, tid, nt);
+    for (int64_t r = r0; r < r1; ++r) rstd[r] = VariantCell::standardize_row(n, v + r * n);
   });
 }
 
@@ -259,12 +284,15 @@ void d_normalize_rows(int64_t N, int64_t n, T* v, const T* d_z, const T* gain, T
   }
 }
 
-#define LSTM_VARIANT_LOOPS(T)                                                                                     \
-  template void forward_variant<T>(const Steps&, const T*, const T*, const T*, const T*, int64_t,                 \
-                                   const VariantWeights<T>&, const VariantMasks<T>&, T*, T*, T*, T*, T*, T*);     \
-  template void backward_variant<T>(const Steps&, const T*, const T*, const T*, const T*, const T*, const T*,      \
-                                    const T*, const T*, int64_t, const VariantWeights<T>&, const VariantMasks<T>&, \
-                                    T*, T*, T*, T*, T*, T*, T*, T*, T*, T*);
+#define LSTM_VARIANT_LOOPS(T)                                                                                   \
+  template void forward_variant<T>(const Steps&, const StepRange&, const T*, const T*, const T*, const T*, int64_t, \
+                                   const VariantWeights<T>&, const VariantMasks<T>&, T*, T*, T*, T*, T*, T*);   \
+  template void backward_variant<T>(const Steps&, const StepRange&, const T*, const T*, const T*, const T*,       \
+                                    const T*, const T*, const T*, const T*, int64_t, const VariantWeights<T>&,    \
+                                    const VariantMasks<T>&, T*, T*, T*, T*, T*, VariantSums&);                    \
+  template VariantSums::VariantSums(const VariantWeights<T>&);                                                  \
+  template void VariantSums::store<T>(T*, T*, T*, T*, T*) const;                                                \
+  template void standardize_rows<T>(int64_t, int64_t, T*, T*);
 LSTM_VARIANT_LOOPS(float)
 LSTM_VARIANT_LOOPS(double)
 template void normalize_rows<float>(int64_t, int64_t, float*, const float*, const float*);

@@ -266,16 +266,8 @@ struct VariantCell {
   // the gates, c̃, m and the carried c.
   template <typename T>
   static void forward_row(const VariantWeights<T>& w, VariantForward<T> a, T* r, T* rstd) {
-    const int64_t H = w.H, G = 4 * H;
-    if (w.ln_hh) {
-      T mean, rs;
-      mean_rstd(r, G, mean, rs);
-      sweep<T>(G, [&](auto v, int64_t j) {
-        using O = Ops<decltype(v)>;
-        O::store(r + j, (O::load(r + j) - O::set(mean)) * O::set(rs));
-      });
-      *rstd = rs;
-    }
+    const int64_t H = w.H;
+    if (w.ln_hh) *rstd = standardize_row(4 * H, r);
     a.r = r;
     if (!w.ln_c) {  // no reduction between the two parts: one pass
       sweep<T>(H, [&](auto v, int64_t j) {
@@ -323,6 +315,18 @@ struct VariantCell {
       sweep<T>(G, [&](auto v, int64_t j) { backward_norm_sums<decltype(v)>(j, w, a); });
       sweep<T>(G, [&](auto v, int64_t j) { backward_norm<decltype(v)>(j, w, a); });
     }
+  }
+
+  // A row v (n,) in place: (v - mean v) rstd; returns rstd.
+  template <typename T>
+  static T standardize_row(int64_t n, T* v) {
+    T mean, rstd;
+    mean_rstd(v, n, mean, rstd);
+    sweep<T>(n, [&](auto x, int64_t j) {
+      using O = Ops<decltype(x)>;
+      O::store(v + j, (O::load(v + j) - O::set(mean)) * O::set(rstd));
+    });
+    return rstd;
   }
 
   // The layer norm of the input projections, a row v (n,) in place:
