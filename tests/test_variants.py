@@ -8,6 +8,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from variant_oracle import oracle_lstm, random_masks, variant_params
 
 from helpers import available_backends
+import torch_lstm_manual.variants as variants
 from torch_lstm_manual import LSTM
 from torch_lstm_manual.variants import LayerMasks
 
@@ -127,6 +128,35 @@ def test_drawn_masks_are_the_sampled_ones(packed):
     assert set(masks[0].recurrent.unique().tolist()) == {0.0, 1 / 0.75}
     torch.manual_seed(8)
     assert not torch.equal(lstm(x)[0], lstm(x)[0])  # fresh masks each call
+
+
+@pytest.mark.parametrize("p", [0.0, 0.02, 0.1, 0.3, 0.9, 0.99, 1.0])
+@pytest.mark.parametrize("few_gaps", [False, True], ids=["one-draw", "many-draws"])
+def test_bernoulli_masks_are_bernoulli(monkeypatch, p, few_gaps):
+    """Every entry True with probability p, independently: the share of Trues
+    at each position over many small masks and over one large one, and of
+    adjacent pairs, within five standard errors; the same seed, the same mask.
+    ``many-draws``: the gaps drawn a few at a time (the path where the first
+    draw does not reach the end)."""
+    if few_gaps:
+        monkeypatch.setattr(variants, "_gap_draws", lambda mean: 3)
+    like = torch.empty(0)
+
+    def within(share, q, n):
+        assert abs(share - q) <= 5 * (q * (1 - q) / n) ** 0.5 + 1e-12, (share, q, n)
+
+    torch.manual_seed(0)
+    small = torch.stack([variants.bernoulli_mask((3, 4), p, like) for _ in range(4000)]).double()
+    assert small.dtype == torch.float64
+    for share in small.mean(0).flatten().tolist():
+        within(share, p, 4000)
+    large = variants.bernoulli_mask((300, 1000), p, like).flatten()
+    within(large.double().mean().item(), p, large.numel())
+    within((large[1:] & large[:-1]).double().mean().item(), p * p, large.numel() - 1)
+    torch.manual_seed(5)
+    again = variants.bernoulli_mask((300, 1000), p, like).flatten()
+    torch.manual_seed(5)
+    assert torch.equal(again, variants.bernoulli_mask((300, 1000), p, like).flatten())
 
 
 def test_eval_is_the_expectation_and_dropout_the_identity():

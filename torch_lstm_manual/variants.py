@@ -87,12 +87,48 @@ def dropout_mask(shape, p: float, like: Tensor) -> Tensor:
     return like.new_empty(shape).uniform_().lt_(1 - p).div_(1 - p)
 
 
+# Below this probability the CPU draws a Bernoulli mask from the gaps between its ones.
+RARE = 0.15
+
+
+def _gap_draws(mean: float) -> int:
+    """Gaps to draw for ``mean`` expected ones: enough to pass the end all but
+    never (six standard deviations over); bernoulli_mask draws more if not."""
+    return int(mean + 6 * math.sqrt(mean) + 16)
+
+
+def bernoulli_mask(shape, p: float, like: Tensor) -> Tensor:
+    """A bool tensor of ``shape`` on ``like``'s device, each entry True with
+    probability ``p``, independently, from the generator of the device.
+
+    On the CPU, where the generator draws one number at a time, a rare value
+    (probability below :data:`RARE`, or above ``1 - RARE`` for False) is
+    placed by drawing the gaps between its occurrences, Geometric(p), one draw
+    per occurrence instead of one per entry; otherwise each entry is
+    ``u < p`` for ``u ~ U[0, 1)``.
+    """
+    if p > 0.5:
+        return ~bernoulli_mask(shape, 1 - p, like)
+    if p >= RARE or like.device.type != "cpu":
+        return like.new_empty(shape).uniform_() < p
+    n = math.prod(shape)
+    mask = torch.zeros(n, dtype=torch.bool, device=like.device)
+    start = 0  # the first entry not yet drawn
+    while p > 0 and start < n:
+        gaps = torch.empty(_gap_draws((n - start) * p), dtype=torch.float64).geometric_(p)
+        ones = gaps.cumsum_(0).add_(start - 1)  # the positions of the Trues: trials up to each success
+        inside = ones[ones < n].long()
+        mask.index_fill_(0, inside, True)
+        start = n if inside.numel() < ones.numel() else int(ones[-1]) + 1
+    return mask.view(shape)
+
+
 def zoneout_mask(shape, z: float, training: bool, like: Tensor) -> Tensor:
     """The zoneout mask ``d`` of ``shape``: Bernoulli(z) in training, as bool
     (a quarter of the memory of float32; the loops read it as 0 and 1), ``z``
     everywhere in eval (its expectation; an expanded scalar of ``like``'s dtype)."""
     if training:
-        return like.new_empty(shape).uniform_() < z  # Bernoulli(z)
+        return bernoulli_mask(shape, z, like)
     return like.new_full((), z).expand(shape)
 
 

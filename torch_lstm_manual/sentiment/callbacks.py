@@ -18,7 +18,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
 
-from .data.storage import atomic_write, atomic_write_text
+from .data.storage import atomic_write, atomic_write_text, temporaries
 
 CURVES = (("loss", "train_loss", "val_loss"), ("accuracy", "train_acc", "val_acc"))
 
@@ -80,7 +80,7 @@ class PlotMetrics(Callback):
         plot = self.plot_path(trainer)  # trainer.log_dir: a collective call under DDP, on every rank
         if trainer.is_global_zero:
             for name in (plot.name, plot.with_suffix(".csv").name):
-                for stale in plot.parent.glob(f"{glob_escape(temporary_prefix(name))}*.tmp"):
+                for stale in temporaries(plot.parent / name):
                     stale.unlink(missing_ok=True)
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -121,16 +121,6 @@ class PlotMetrics(Callback):
         if trainer.is_global_zero and self.history:
             write_plot(self.history, path)
             write_history(self.history, path.with_suffix(".csv"))
-
-
-def temporary_prefix(filename: str) -> str:
-    """The start of the name of the temporary files that ``filename`` is written through."""
-    return f".{filename}."
-
-
-def glob_escape(text: str) -> str:
-    """``text`` as a literal in a ``Path.glob`` pattern."""
-    return re.sub(r"([*?\[])", r"[\1]", text)
 
 
 HISTORY_COLUMNS = ("epoch", "minutes", "train_loss", "train_acc", "val_loss", "val_acc")

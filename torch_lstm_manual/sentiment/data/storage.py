@@ -18,11 +18,26 @@ from typing import Any, Callable, IO
 import torch
 
 
+def _temporary_affixes(path: Path) -> tuple:
+    """The start and end of the names of the temporary files that ``path`` is written through."""
+    return f".{path.name}.", ".tmp"
+
+
+def temporaries(path: str | os.PathLike) -> list:
+    """The temporary files of ``path`` that an interrupted :func:`atomic_write` left behind."""
+    path = Path(path)
+    prefix, suffix = _temporary_affixes(path)
+    if not path.parent.is_dir():
+        return []
+    return [p for p in path.parent.iterdir() if p.name.startswith(prefix) and p.name.endswith(suffix)]
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
     """Runs ``write`` on a temporary file next to ``path``, then renames it to ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    prefix, suffix = _temporary_affixes(path)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=suffix)
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
