@@ -37,6 +37,12 @@ def _variant_loop(weights: Weights, masks: Masks) -> bool:
     return not weights.plain or weights.ln_c is not None or any(m is not None for m in masks)
 
 
+def _variant_passes(weights: Weights, masks: Masks) -> bool:
+    """Whether the passes from the inputs of a call run the variants' (a variant
+    of the cell, or the layer norm of the input projections)."""
+    return weights.ln_ih is not None or _variant_loop(weights, masks)
+
+
 def _options(weights: Weights, masks: Masks):
     """The variant tensors as the extension takes them, None where off."""
     return (weights.ln_hh, weights.ln_c, weights.ln_c_bias, weights.peephole, *masks)
@@ -91,7 +97,7 @@ def forward_input(rows: Tensor, h0: Tensor, c0: Tensor, weights: Weights, masks:
     and nothing saved of the layer norm of the recurrent products
     (:func:`backward_input` recomputes them)."""
     masks = NO_MASKS if masks is None else masks
-    if weights.ln_ih is not None or _variant_loop(weights, masks):
+    if _variant_passes(weights, masks):
         y, gates, cs, h_n, c_n = loader._ext.variant_forward_input(
             rows, weights.w_ih, input_bias(weights.b_ih, weights.b_hh), weights.ln_ih, h0, c0, weights.w_hh,
             weights.w_hr, *_options(weights, masks), _batch_sizes(batch_sizes), bool(reverse), bool(save), chunk_rows,
@@ -113,7 +119,7 @@ def backward_input(grads: Grads, saved: Saved, weights: Weights, masks: Masks, b
     its products (the layer norms' backward passes compiled, the normalised
     recurrent products recomputed from the saved outputs)."""
     masks = NO_MASKS if masks is None else masks
-    if weights.ln_ih is not None or _variant_loop(weights, masks):
+    if _variant_passes(weights, masks):
         d_y, d_hn, d_cn = grads
         return LayerGrads._make(loader._ext.variant_backward_input(
             d_y, d_hn, d_cn, saved.gates, saved.cs, saved.c0, weights.w_hh, weights.w_hr, *_options(weights, masks),

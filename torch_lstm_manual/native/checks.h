@@ -90,6 +90,14 @@ struct ForwardOutputs {
   std::vector<Tensor> results(const Steps& s) const { return {y, gates, cs, final_outputs(s, y), c_n}; }
 };
 
+// out (N, G) = rows @ w_ih^T (+ bias where defined), unchecked.
+inline void project_out(Tensor& out, const Tensor& rows, const Tensor& w_ih, const Tensor& bias) {
+  if (bias.defined())
+    at::addmm_out(out, bias, rows, w_ih.t());
+  else
+    at::mm_out(out, rows, w_ih.t());
+}
+
 // xw = rows @ w_ih^T + bias, (N, G), into a kept buffer.
 inline Tensor project(const Tensor& rows, const Tensor& w_ih, const c10::optional<Tensor>& bias) {
   c10::AutoGradMode no_grad(false);
@@ -98,10 +106,7 @@ inline Tensor project(const Tensor& rows, const Tensor& w_ih, const c10::optiona
   check(w_ih, "w_ih", w_ih.size(0), rows.size(1), rows);
   if (bias.has_value() && bias->defined()) check_vector(*bias, "bias", w_ih.size(0), rows);
   Tensor xw = buffers().empty({rows.size(0), w_ih.size(0)}, rows.options());
-  if (bias.has_value() && bias->defined())
-    at::addmm_out(xw, *bias, rows, w_ih.t());
-  else
-    at::mm_out(xw, rows, w_ih.t());
+  project_out(xw, rows, w_ih, bias.has_value() ? *bias : Tensor());
   return xw;
 }
 

@@ -14,7 +14,7 @@ namespace lstm_native {
 
 // A defined optional tensor, contiguous, after check(); else undefined.
 inline Tensor optional_tensor(const c10::optional<Tensor>& t, const char* name, int64_t rows, int64_t cols,
-                       const Tensor& like) {
+                              const Tensor& like) {
   if (!t.has_value() || !t->defined()) return Tensor();
   check(*t, name, rows, cols, like);
   return t->contiguous();
@@ -71,6 +71,25 @@ struct Variant {
   template <typename T>
   static T* ptr(const Tensor& t) {
     return t.defined() ? t.data_ptr<T>() : nullptr;
+  }
+};
+
+// The gradients that a backward pass adds up over the rows (VariantSums):
+// d_b (G,), d_ln_hh (G,), d_ln_c and d_ln_c_bias (H,), d_peephole (3, H),
+// each undefined where its option is off.
+struct RowSumGrads {
+  Tensor d_b, d_ln_hh, d_ln_c, d_ln_c_bias, d_peephole;
+  RowSumGrads(const Variant& v, int64_t H, const at::TensorOptions& opt)
+      : d_b(at::empty({4 * H}, opt)),
+        d_ln_hh(v.norm() ? at::empty({4 * H}, opt) : Tensor()),
+        d_ln_c(v.ln_c.defined() ? at::empty({H}, opt) : Tensor()),
+        d_ln_c_bias(v.ln_c.defined() ? at::empty({H}, opt) : Tensor()),
+        d_peephole(v.peephole.defined() ? at::empty({3, H}, opt) : Tensor()) {}
+  // The sums of a pass into the tensors.
+  template <typename T>
+  void store(const VariantSums& sums) const {
+    sums.store(Variant::ptr<T>(d_b), Variant::ptr<T>(d_ln_hh), Variant::ptr<T>(d_ln_c), Variant::ptr<T>(d_ln_c_bias),
+               Variant::ptr<T>(d_peephole));
   }
 };
 

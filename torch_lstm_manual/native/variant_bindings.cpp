@@ -89,11 +89,8 @@ std::vector<Tensor> variant_backward(const Tensor& d_y_, const Tensor& d_hn, con
   auto opt = gates.options();
   Tensor d_z = buffers().empty({s.N, G}, opt), d_r = v.norm() ? buffers().empty({s.N, G}, opt) : Tensor();
   Tensor d_h = w_hr.defined() ? at::empty({s.N, P}, opt) : Tensor();
-  Tensor d_h0 = d_hn.contiguous().clone(), d_c0 = d_cn.contiguous().clone(), d_b = at::empty({G}, opt);
-  const bool norm_c = v.ln_c.defined();
-  Tensor d_ln_hh = v.norm() ? at::empty({G}, opt) : Tensor(), d_ln_c = norm_c ? at::empty({H}, opt) : Tensor();
-  Tensor d_ln_c_bias = norm_c ? at::empty({H}, opt) : Tensor();
-  Tensor d_peephole = v.peephole.defined() ? at::empty({3, H}, opt) : Tensor();
+  Tensor d_h0 = d_hn.contiguous().clone(), d_c0 = d_cn.contiguous().clone();
+  const RowSumGrads sum_grads(v, H, opt);
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "lstm_variant_backward", [&] {
     auto ptr = [](const Tensor& t) { return t.defined() ? t.data_ptr<scalar_t>() : nullptr; };
     const VariantWeights<scalar_t> w = v.weights<scalar_t>(H);
@@ -101,9 +98,10 @@ std::vector<Tensor> variant_backward(const Tensor& d_y_, const Tensor& d_hn, con
     backward_variant<scalar_t>(s, StepRange{0, s.T, 0}, ptr(d_y), ptr(gates), ptr(cs), ptr(c0), ptr(r_hat),
                                ptr(r_rstd), ptr(w_hh), ptr(w_hr), P, w, v.masks<scalar_t>(), ptr(d_z), ptr(d_r),
                                ptr(d_h), ptr(d_h0), ptr(d_c0), sums);
-    sums.store(ptr(d_b), ptr(d_ln_hh), ptr(d_ln_c), ptr(d_ln_c_bias), ptr(d_peephole));
+    sum_grads.store<scalar_t>(sums);
   });
-  return {d_z, d_r, d_h, d_h0, d_c0, d_b, d_ln_hh, d_ln_c, d_ln_c_bias, d_peephole};
+  const RowSumGrads& g = sum_grads;
+  return {d_z, d_r, d_h, d_h0, d_c0, g.d_b, g.d_ln_hh, g.d_ln_c, g.d_ln_c_bias, g.d_peephole};
 }
 
 }  // namespace

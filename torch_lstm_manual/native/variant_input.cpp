@@ -135,14 +135,9 @@ std::vector<Tensor> variant_forward_input(
     const VariantWeights<scalar_t> w = v.weights<scalar_t>(H);
     for (const Chunk& c : chunks) {
       Tensor part = xw.narrow(0, 0, c.hi - c.lo), x = rows.narrow(0, c.lo, c.hi - c.lo);
-      if (ln_ih.defined()) {
-        at::mm_out(part, x, w_ih.t());
-        normalize_rows<scalar_t>(c.hi - c.lo, G, ptr(part), ptr(ln_ih), ptr(bias));
-      } else if (bias.defined()) {
-        at::addmm_out(part, bias, x, w_ih.t());
-      } else {
-        at::mm_out(part, x, w_ih.t());
-      }
+      // With ln_ih, the bias comes after the layer norm.
+      project_out(part, x, w_ih, ln_ih.defined() ? Tensor() : bias);
+      if (ln_ih.defined()) normalize_rows<scalar_t>(c.hi - c.lo, G, ptr(part), ptr(ln_ih), ptr(bias));
       forward_variant<scalar_t>(s, StepRange{c.begin, c.end, c.lo}, ptr(part), ptr(h0), ptr(w_hh), ptr(w_hr), P, w,
                                 chunk_masks.of<scalar_t>(c), ptr(out.y), ptr(out.gates), ptr(out.cs), nullptr, nullptr,
                                 ptr(out.c_n));
@@ -195,12 +190,10 @@ std::vector<Tensor> variant_backward_input(
   ChunkMasks chunk_masks(v, M, opt);
   // The results.
   Tensor d_x = need_x ? at::empty({s.N, I}, opt) : Tensor(), d_h = w_hr.defined() ? at::empty({s.N, P}, opt) : Tensor();
-  Tensor d_h0 = d_hn.contiguous().clone(), d_c0 = d_cn.contiguous().clone(), d_b = at::empty({G}, opt);
+  Tensor d_h0 = d_hn.contiguous().clone(), d_c0 = d_cn.contiguous().clone();
   Tensor d_w_ih = need_w_ih ? at::zeros({G, I}, opt) : Tensor(), d_w_hh = need_w_hh ? at::zeros({G, P}, opt) : Tensor();
-  Tensor d_ln_ih = norm_ih ? at::empty({G}, opt) : Tensor(), d_ln_hh = norm ? at::empty({G}, opt) : Tensor();
-  Tensor d_ln_c = v.ln_c.defined() ? at::empty({H}, opt) : Tensor();
-  Tensor d_ln_c_bias = v.ln_c.defined() ? at::empty({H}, opt) : Tensor();
-  Tensor d_peephole = v.peephole.defined() ? at::empty({3, H}, opt) : Tensor();
+  Tensor d_ln_ih = norm_ih ? at::empty({G}, opt) : Tensor();
+  const RowSumGrads sum_grads(v, H, opt);
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "lstm_variant_backward_input", [&] {
     auto ptr = [](const Tensor& t) { return t.defined() ? t.data_ptr<scalar_t>() : nullptr; };
     const VariantWeights<scalar_t> w = v.weights<scalar_t>(H);
@@ -223,7 +216,7 @@ std::vector<Tensor> variant_backward_input(
       Tensor d_xw = dz;
       if (norm_ih) {
         d_xw = d_v.narrow(0, 0, R);
-        at::mm_out(d_xw, x, w_ih.t());
+        project_out(d_xw, x, w_ih, Tensor());
         d_normalize_rows<scalar_t>(R, G, ptr(d_xw), ptr(dz), ptr(ln_ih), ptr(d_gain));
         for (int64_t j = 0; j < G; ++j) gain_sum[j] += ptr(d_gain)[j];
       }
@@ -234,11 +227,12 @@ std::vector<Tensor> variant_backward_input(
       if (need_w_ih) d_w_ih.addmm_(d_xw.t(), x);
       if (need_w_hh) d_w_hh.addmm_((norm ? d_r.narrow(0, 0, R) : dz).t(), hp);
     }
-    sums.store(ptr(d_b), ptr(d_ln_hh), ptr(d_ln_c), ptr(d_ln_c_bias), ptr(d_peephole));
+    sum_grads.store<scalar_t>(sums);
     for (int64_t j = 0; j < static_cast<int64_t>(gain_sum.size()); ++j)
       ptr(d_ln_ih)[j] = static_cast<scalar_t>(gain_sum[j]);
   });
-  return {d_x, d_h, d_h0, d_c0, d_w_ih, d_w_hh, d_b, d_ln_ih, d_ln_hh, d_ln_c, d_ln_c_bias, d_peephole};
+  const RowSumGrads& g = sum_grads;
+  return {d_x, d_h, d_h0, d_c0, d_w_ih, d_w_hh, g.d_b, d_ln_ih, g.d_ln_hh, g.d_ln_c, g.d_ln_c_bias, g.d_peephole};
 }
 
 }  // namespace
